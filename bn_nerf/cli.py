@@ -1,0 +1,52 @@
+"""`bn-inr`: the sidecar tasks of the paper on one coordinate-network module.
+
+Each command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`;
+it is imported only when chosen, so `bn-inr --help` stays fast and one task's imports never
+slow another's start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bn_nerf.errors import InputError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "image": ("bn_nerf.tasks.image", "fit an image or a folder of images (representation and compression)"),
+    "ct": ("bn_nerf.tasks.ct", "reconstruct an image from parallel-beam projections"),
+    "mri": ("bn_nerf.tasks.mri", "reconstruct a volume from sampled 3D Fourier coefficients"),
+    "occupancy": ("bn_nerf.tasks.occupancy", "fit a mesh's occupancy and extract a surface"),
+    "ntk": ("bn_nerf.analysis.ntk_command", "empirical NTK spectra, width sweeps and the 1D spectral-bias demo"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: bn-inr COMMAND [options]    (bn-inr COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"bn-inr: error: unknown command '{name}'; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"bn-inr {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except InputError as error:
+        print(f"bn-inr {name}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The one training loop every sidecar task runs: build the method's network, optimise it with
+Adam, checkpoint and resume, re-estimate BatchNorm statistics, evaluate in eval mode, write outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from bn_nerf.errors import InputError
+from bn_nerf.networks import build_network, method_config, reestimate_batchnorm
+from bn_nerf.networks import stored_value_count
+from bn_nerf.tasks.base import Task
+
+METRICS_FILE = "metrics.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+NETWORK_FILE = "network.pt"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Which network: a method preset, its size and any NetworkConfig overrides."""
+
+    method: str
+    depth: int
+    width: int
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int
+    learning_rate: float
+    # Exponential decay from learning_rate to this at the last iteration; None keeps it constant.
+    final_learning_rate: float | None = None
+    seed: int = 0
+    # Iterations between checkpoints; 0 writes only the final one.
+    checkpoint_every: int = 1000
+    progress_every: int = 25
+    device: str = "auto"
+    show_progress: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def validate_run(spec: RunSpec, train: TrainConfig) -> None:
+    """Reject impossible settings up front, as one-line errors."""
+    if train.iterations <= 0:
+        raise InputError(f"iterations must be > 0, got {train.iterations}")
+    if spec.depth <= 0 or spec.width <= 0:
+        raise InputError(f"depth and width must be > 0, got {spec.depth} x {spec.width}")
+    if not train.learning_rate > 0:
+        raise InputError(f"learning rate must be > 0, got {train.learning_rate}")
+    try:
+        method_config(spec.method, **spec.overrides)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def _write_atomically(path: Path, write) -> None:
+    temporary = path.with_name(path.name + ".partial")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def _checkpoint_identity(spec: RunSpec, train: TrainConfig) -> dict:
+    """What a checkpoint must agree on to be resumed into this run."""
+    return {"spec": dataclasses.asdict(spec), "seed": train.seed, "learning_rate": train.learning_rate,
+            "final_learning_rate": train.final_learning_rate, "iterations": train.iterations}
+
+
+def _learning_rate_factor(train: TrainConfig):
+    if train.final_learning_rate is None:
+        return lambda step: 1.0
+    ratio = train.final_learning_rate / train.learning_rate
+    return lambda step: ratio ** min(step / train.iterations, 1.0)
+
+
+def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bool = False,
+        extra_metrics=None) -> tuple[dict, nn.Module]:
+    """Train `spec`'s network on `task` and write the run's outputs into `out_dir`.
+
+    `metrics.json` is written last, atomically, so a folder holding one is a finished run; any
+    older one is removed first. `extra_metrics(net)` adds task-specific figures (e.g. bpp) that
+    need the final network. Returns (metrics, network in eval mode).
+    """
+    validate_run(spec, train)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    device = resolve_device(train.device)
+    task.to(device)
+
+    torch.manual_seed(train.seed)
+    net = build_network(spec.method, task.in_dim, task.out_dim, spec.depth, spec.width, **spec.overrides).to(device)
+    generator = torch.Generator().manual_seed(train.seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=train.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _learning_rate_factor(train))
+    identity = _checkpoint_identity(spec, train)
+    checkpoint_path = out_dir / CHECKPOINT_FILE
+    start, elapsed = 0, 0.0
+    if resume:
+        if not checkpoint_path.is_file():
+            raise InputError(f"--resume: no checkpoint at {checkpoint_path}")
+        state = torch.load(checkpoint_path, map_location=device)
+        if state["identity"] != identity:
+            raise InputError(f"--resume: {checkpoint_path} belongs to a different run ({state['identity']})")
+        net.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["generator"])
+        start, elapsed = state["step"], state["seconds"]
+
+    def save_checkpoint(step: int) -> None:
+        state = {"identity": identity, "step": step, "seconds": elapsed, "network": net.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "generator": generator.get_state()}
+        _write_atomically(checkpoint_path, lambda path: torch.save(state, path))
+
+    net.train()
+    progress = Progress(TextColumn(f"{task.name} {spec.method} {spec.depth}x{spec.width}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                        disable=not train.show_progress)
+    with progress:
+        bar = progress.add_task("fit", total=train.iterations, completed=start, status="")
+        started = time.perf_counter()
+        for step in range(start, train.iterations):
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.training_loss(net, generator)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            done = step + 1
+            if done % train.progress_every == 0 or done == train.iterations:
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise RuntimeError(f"training diverged at iteration {done} (loss {value}); try a lower learning rate")
+                figures = {"loss": value, **task.progress(value)}
+                progress.update(bar, completed=done, status="  ".join(f"{k} {v:.4g}" for k, v in figures.items()))
+            if train.checkpoint_every and done % train.checkpoint_every == 0 and done < train.iterations:
+                elapsed += time.perf_counter() - started
+                started = time.perf_counter()
+                save_checkpoint(done)
+        elapsed += time.perf_counter() - started
+    save_checkpoint(train.iterations)
+
+    with torch.no_grad():
+        # The figure the authors' code reports: BN normalizing with the batch's own statistics.
+        net.train()
+        train_mode = task.metrics(task.reconstruct(net))[task.primary_metric]
+        # Then the deployable network: running statistics re-estimated with the final weights.
+        reestimate_batchnorm(net, lambda: task.calibrate(net))
+        net.eval()
+        reconstruction = task.reconstruct(net)
+        quality = task.metrics(reconstruction)
+
+    metrics = {
+        "task": task.name, "method": spec.method, "depth": spec.depth, "width": spec.width,
+        **{key: value for key, value in spec.overrides.items() if isinstance(value, (int, float, str))},
+        "seed": train.seed, "iterations": train.iterations, "learning_rate": train.learning_rate,
+        "seconds": round(elapsed, 3), "params": stored_value_count(net), "device": device.type,
+        **quality, f"{task.primary_metric}_train_mode": train_mode,
+    }
+    if extra_metrics is not None:
+        metrics.update(extra_metrics(net))
+    task.write_outputs(reconstruction, out_dir)
+    network_state = {"spec": dataclasses.asdict(spec), "network": net.state_dict()}
+    _write_atomically(out_dir / NETWORK_FILE, lambda path: torch.save(network_state, path))
+    _write_atomically(out_dir / METRICS_FILE, lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n"))
+    return metrics, net
