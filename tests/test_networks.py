@@ -1,0 +1,162 @@
+"""The coordinate-network module: every preset trains, BN sits where asked, LeCun init, folding,
+BN re-estimation and seeding. CPU only, a few seconds in all."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import data
+from skimage.transform import resize
+from torch import nn
+
+from bn_nerf import build_network, fold_normalization, reestimate_batchnorm
+from bn_nerf.networks import PRESETS, stored_value_count
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # These tiny nets gain nothing from a second thread, and on a shared 2-core machine two
+    # OpenMP threads per process slow every step many times over.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def photo(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coordinates in [-1, 1]^2, RGB pixels) of a real photo shrunk to size x size."""
+    pixels = resize(data.astronaut() / 255.0, (size, size), anti_aliasing=True).astype(np.float32)
+    axis = torch.linspace(-1.0, 1.0, size)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([x, y], -1).reshape(-1, 2), torch.from_numpy(pixels).reshape(-1, 3)
+
+
+def train(net: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int, lr: float) -> nn.Module:
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.mse_loss(net(inputs), target).backward()
+        optimizer.step()
+    return net
+
+
+def psnr(net: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> float:
+    with torch.no_grad():
+        return -10 * math.log10(F.mse_loss(net(inputs), target).item())
+
+
+@pytest.mark.parametrize("method", sorted(PRESETS))
+def test_every_method_builds_and_one_step_lowers_nothing_to_nan(method):
+    torch.manual_seed(0)
+    inputs, target = photo(16)
+    net = build_network(method, 2, 3, 3, 16)
+    before = [p.detach().clone() for p in net.parameters()]
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss = F.mse_loss(net(inputs), target)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert net(inputs).shape == (256, 3)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    changed = [not torch.equal(old, new) for old, new in zip(before, net.parameters())]
+    assert all(changed), f"{method}: {changed.count(False)} parameter tensors did not move"
+
+
+def norm_inputs(net: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+    seen = []
+    handles = [m.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+               for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
+    net.train()
+    net(inputs)
+    for handle in handles:
+        handle.remove()
+    return seen
+
+
+def test_batchnorm_after_the_relu_by_default_and_before_it_on_request():
+    torch.manual_seed(0)
+    inputs, _ = photo(16)
+    after = build_network("bn", 2, 3, 4, 32)
+    before = build_network("bn", 2, 3, 4, 32, norm_placement="before")
+    after_inputs, before_inputs = norm_inputs(after, inputs), norm_inputs(before, inputs)
+    assert len(after_inputs) == len(before_inputs) == 4
+    # After the ReLU, BN sees rectified (non-negative) features; before it, the Linear's raw output.
+    assert all((x >= 0).all() for x in after_inputs)
+    assert all((x < 0).any() for x in before_inputs)
+    # In train mode the features leaving an after-placed BN are standardized over the batch.
+    features = []
+    handle = after.head.register_forward_pre_hook(lambda _m, args: features.append(args[0].detach()))
+    after(inputs)
+    handle.remove()
+    assert torch.allclose(features[0].mean(0), torch.zeros(32), atol=1e-5)
+    assert torch.allclose(features[0].var(0, unbiased=False), torch.ones(32), atol=1e-2)
+
+
+def test_relu_nets_start_from_lecun_normal_and_siren_from_its_uniform_scheme():
+    torch.manual_seed(0)
+    for method in ("relu", "pe", "bn", "bn+pe"):
+        net = build_network(method, 2, 3, 3, 512)
+        for linear in list(net.linears[1:]) + [net.head]:
+            fan_in = linear.in_features
+            assert linear.weight.std().item() == pytest.approx(1 / math.sqrt(fan_in), rel=0.05)
+            assert abs(linear.weight.mean().item()) < 0.05 / math.sqrt(fan_in)
+            assert torch.count_nonzero(linear.bias) == 0
+    siren = build_network("siren", 2, 3, 3, 512)
+    assert siren.linears[0].weight.abs().max() <= 1 / 2
+    bound = math.sqrt(6 / 512) / 30
+    assert siren.linears[1].weight.abs().max() <= bound
+    assert siren.linears[1].weight.abs().max() > 0.95 * bound
+
+
+@pytest.mark.parametrize("method", ["bn", "bn+pe"])
+@pytest.mark.parametrize("placement", ["after", "before"])
+def test_folded_network_equals_the_eval_mode_network(method, placement):
+    torch.manual_seed(1)
+    inputs, target = photo(24)
+    net = train(build_network(method, 2, 3, 5, 24, norm_placement=placement), inputs, target, 30, 1e-2)
+    reestimate_batchnorm(net, lambda: net(inputs))
+    net.eval()
+    folded = fold_normalization(net)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in folded.modules())
+    # Five BNs of 24 features each carried gamma, beta, running mean and variance: 4 x 5 x 24 values.
+    assert stored_value_count(net) - stored_value_count(folded) == 4 * 5 * 24
+    probe = torch.rand(500, 2) * 2 - 1  # coordinates off the training grid too
+    with torch.no_grad():
+        expected, got = net(probe), folded(probe)
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+    assert net.training is False and any(isinstance(m, nn.BatchNorm1d) for m in net.modules())
+
+
+@pytest.mark.parametrize("placement", ["after", "before"])
+def test_reestimated_statistics_bring_eval_mode_within_a_tenth_of_a_db_of_train_mode(placement):
+    torch.manual_seed(0)
+    inputs, target = photo(48)
+    net = train(build_network("bn", 2, 3, 6, 28, norm_placement=placement), inputs, target, 150, 1e-2)
+    net.train()
+    train_mode = psnr(net, inputs, target)
+    net.eval()
+    lagging = psnr(net, inputs, target)
+    reestimate_batchnorm(net, lambda: net(inputs))
+    net.eval()
+    deployed = psnr(net, inputs, target)
+    assert abs(train_mode - deployed) <= 0.1
+    # The fix must matter: EMA statistics lag the fast-moving weights at lr 1e-2.
+    assert train_mode - lagging > 0.1
+
+
+def test_the_same_seed_gives_the_same_network_and_training_and_another_seed_does_not():
+    inputs, target = photo(16)
+
+    def trained(seed):
+        torch.manual_seed(seed)
+        return train(build_network("bn+pe", 2, 3, 3, 16), inputs, target, 5, 1e-2)
+
+    first, again, other = trained(3), trained(3), trained(4)
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not torch.equal(first.head.weight, other.head.weight)
