@@ -13,6 +13,7 @@ ENCODINGS = ("none", "pe", "gauss")
 PLACEMENTS = ("after", "before")
 ARCHITECTURES = ("mlp", "mfn")
 MFN_FILTERS = ("fourier", "gabor")
+INIT_SCHEMES = ("method", "torch_default")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class NetworkConfig:
     mfn_gabor_beta: float = 1.0
     # Layers (0-based hidden index) whose input also receives the encoded coordinates (NeRF's skip).
     skip_connections: tuple[int, ...] = ()
+    # "method": the activation family's own initialization (LeCun normal for ReLU nets, SIREN's for
+    # sine nets, PyTorch's default for WIRE). "torch_default": PyTorch's nn.Linear default for every
+    # layer, which is what nerfstudio's vanilla-nerf uses; bn-nerf needs it to reproduce that baseline.
+    init_scheme: Literal["method", "torch_default"] = "method"
 
     def replace(self, **overrides) -> "NetworkConfig":
         known = {f.name for f in dataclasses.fields(self)}
@@ -61,6 +66,7 @@ class NetworkConfig:
             "norm_placement": PLACEMENTS,
             "encoding": ENCODINGS,
             "mfn_filter": MFN_FILTERS,
+            "init_scheme": INIT_SCHEMES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -58,8 +58,11 @@ def make_activation(config: NetworkConfig) -> nn.Module:
 def initialize_linear(linear: nn.Linear, config: NetworkConfig, first: bool) -> None:
     """LeCun normal for ReLU/PE/normalized nets (the paper), SIREN's uniform scheme for sine nets.
 
-    WIRE keeps PyTorch's default initialization, as its reference implementation does.
+    WIRE keeps PyTorch's default initialization, as its reference implementation does, and so does
+    every layer when `config.init_scheme` is "torch_default" (nn.Linear already initialized it).
     """
+    if config.init_scheme == "torch_default":
+        return
     fan_in = linear.in_features
     if config.activation == "relu":
         nn.init.normal_(linear.weight, 0.0, 1.0 / math.sqrt(fan_in))

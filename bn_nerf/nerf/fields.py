@@ -1,0 +1,177 @@
+"""Radiance fields whose MLPs come from bn_nerf.networks, so BatchNorm sits where networks/mlp.py puts it.
+
+Both fields have vanilla NeRF's shape: position features -> trunk -> density, and trunk features +
+encoded view direction -> colour network -> RGB. They differ only in the position features:
+  - NeRF: NeRF's positional encoding of the raw position (exactly nerfstudio's vanilla-nerf encoding).
+  - DINER: one learnable, high-resolution hash table read at the position normalized to the scene box.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Literal, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from nerfstudio.cameras.rays import RaySamples
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.encodings import Encoding, HashEncoding, NeRFEncoding
+from nerfstudio.field_components.field_heads import DensityFieldHead, FieldHeadNames, RGBFieldHead
+from nerfstudio.fields.base_field import Field
+
+from bn_nerf.networks import build_network
+
+Normalization = Literal["batch", "none"]
+NormPlacement = Literal["after", "before"]
+
+# normalization switch -> network preset: BN off is the plain ReLU network of the baseline.
+NETWORK_METHOD = {"batch": "bn", "none": "relu"}
+
+
+def nerf_position_encoding() -> NeRFEncoding:
+    """vanilla-nerf's position encoding: 10 frequencies 2^0 .. 2^8 (times 2 pi), input included."""
+    return NeRFEncoding(in_dim=3, num_frequencies=10, min_freq_exp=0.0, max_freq_exp=8.0, include_input=True)
+
+
+def nerf_direction_encoding() -> NeRFEncoding:
+    """vanilla-nerf's direction encoding: 4 frequencies 2^0 .. 2^4 (times 2 pi), input included."""
+    return NeRFEncoding(in_dim=3, num_frequencies=4, min_freq_exp=0.0, max_freq_exp=4.0, include_input=True)
+
+
+class NormalizedRadianceField(Field):
+    """A NeRF-shaped field whose trunk and colour network are coordinate networks with an optional
+    normalization after (or before) each hidden activation.
+
+    Args:
+        position_encoding: features of a 3D position (fixed encoding or learnable table).
+        direction_encoding: features of the unit view direction.
+        normalization: "batch" puts BatchNorm in every hidden layer; "none" is the plain baseline.
+        norm_placement: BN after the ReLU (the paper's text) or before it (the authors' code).
+        trunk_depth, trunk_width, skip_connections: the position network; the skip re-injects the
+            position features into the input of those hidden layers (NeRF's layer 4).
+        colour_depth, colour_width: the view-dependent colour network on trunk features + direction.
+        init_scheme: "torch_default" reproduces nerfstudio's vanilla-nerf initialization.
+        scene_aabb: when given, positions are mapped from this box to [0, 1] before encoding (hash grids
+            address the unit cube); when None the raw position is encoded, as vanilla NeRF does.
+    """
+
+    def __init__(
+        self,
+        position_encoding: Encoding,
+        direction_encoding: Encoding,
+        normalization: Normalization = "batch",
+        norm_placement: NormPlacement = "after",
+        trunk_depth: int = 8,
+        trunk_width: int = 256,
+        skip_connections: Tuple[int, ...] = (4,),
+        colour_depth: int = 2,
+        colour_width: int = 128,
+        init_scheme: Literal["method", "torch_default"] = "torch_default",
+        scene_aabb: Optional[Tensor] = None,
+    ) -> None:
+        super().__init__()
+        if normalization not in NETWORK_METHOD:
+            raise ValueError(f"unknown normalization '{normalization}'; choose from {', '.join(NETWORK_METHOD)}")
+        self.position_encoding = position_encoding
+        self.direction_encoding = direction_encoding
+        self.scene_aabb: Optional[Tensor]
+        self.register_buffer("scene_aabb", scene_aabb.clone() if scene_aabb is not None else None)
+        network_options = dict(encoding="none", norm_placement=norm_placement, init_scheme=init_scheme)
+        method = NETWORK_METHOD[normalization]
+        # The networks receive already-encoded inputs (encoding="none"), so the trunk's skip
+        # concatenates the position features, as in vanilla NeRF.
+        self.trunk = build_network(
+            method,
+            position_encoding.get_out_dim(),
+            None,
+            trunk_depth,
+            trunk_width,
+            skip_connections=tuple(skip_connections),
+            **network_options,
+        )
+        self.colour_network = build_network(
+            method, trunk_width + direction_encoding.get_out_dim(), None, colour_depth, colour_width, **network_options
+        )
+        self.density_head = DensityFieldHead(in_dim=trunk_width)
+        self.rgb_head = RGBFieldHead(in_dim=colour_width)
+
+    def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
+        positions = ray_samples.frustums.get_positions()
+        if self.scene_aabb is not None:
+            positions = SceneBox.get_normalized_positions(positions, self.scene_aabb)
+        trunk_features = self.trunk(self.position_encoding(positions))
+        return self.density_head(trunk_features), trunk_features
+
+    def get_outputs(
+        self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
+    ) -> Dict[FieldHeadNames, Tensor]:
+        assert density_embedding is not None, "Field.forward passes the trunk features from get_density"
+        encoded_directions = self.direction_encoding(ray_samples.frustums.directions)
+        colour_features = self.colour_network(torch.cat([density_embedding, encoded_directions], dim=-1))
+        return {FieldHeadNames.RGB: self.rgb_head(colour_features)}
+
+
+def make_nerf_field(
+    normalization: Normalization = "batch",
+    norm_placement: NormPlacement = "after",
+    trunk_depth: int = 8,
+    trunk_width: int = 256,
+    skip_connections: Tuple[int, ...] = (4,),
+    colour_depth: int = 2,
+    colour_width: int = 128,
+) -> NormalizedRadianceField:
+    """vanilla-nerf's field (defaults: 8x256 trunk with the skip at layer 4, 2x128 colour network),
+    with the normalization switch."""
+    return NormalizedRadianceField(
+        nerf_position_encoding(),
+        nerf_direction_encoding(),
+        normalization=normalization,
+        norm_placement=norm_placement,
+        trunk_depth=trunk_depth,
+        trunk_width=trunk_width,
+        skip_connections=skip_connections,
+        colour_depth=colour_depth,
+        colour_width=colour_width,
+        init_scheme="torch_default",
+    )
+
+
+def make_diner_field(
+    scene_aabb: Tensor,
+    normalization: Normalization = "batch",
+    norm_placement: NormPlacement = "after",
+    hash_resolution: int = 256,
+    log2_hashmap_size: int = 20,
+    hash_features: int = 2,
+    trunk_depth: int = 2,
+    trunk_width: int = 64,
+    skip_connections: Tuple[int, ...] = (),
+    colour_depth: int = 2,
+    colour_width: int = 64,
+) -> NormalizedRadianceField:
+    """DINER's field: a single-level hash table at `hash_resolution`^3 in front of a small MLP.
+
+    The table runs through tiny-cuda-nn when it imports and through nerfstudio's torch hash grid
+    (same configuration) otherwise. The small MLP uses the LeCun initialization of the paper's nets.
+    """
+    table = HashEncoding(
+        num_levels=1,
+        min_res=hash_resolution,
+        max_res=hash_resolution,
+        log2_hashmap_size=log2_hashmap_size,
+        features_per_level=hash_features,
+        implementation="tcnn",
+    )
+    return NormalizedRadianceField(
+        table,
+        nerf_direction_encoding(),
+        normalization=normalization,
+        norm_placement=norm_placement,
+        trunk_depth=trunk_depth,
+        trunk_width=trunk_width,
+        skip_connections=skip_connections,
+        colour_depth=colour_depth,
+        colour_width=colour_width,
+        init_scheme="method",
+        scene_aabb=scene_aabb,
+    )

@@ -1,0 +1,139 @@
+"""The nerfstudio methods of this package (registered in pyproject.toml under the entry-point
+group "nerfstudio.method_configs"). Every method takes `--pipeline.model.normalization none` to
+become its own BN-off baseline, so a side-by-side run changes nothing else.
+
+  bn-nerf       vanilla-nerf (same fields, sampling, losses and optimizer) with BN in its MLPs.
+  bn-diner      DINER: a single-level hash table in front of a small BN MLP; instant-ngp's optimizer.
+  bn-nerf-cpu   CPU-practical preset of bn-nerf: smaller nets, fewer samples and rays (not the paper's).
+  bn-diner-cpu  CPU-practical preset of bn-diner: coarser, smaller table, fewer samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig, RAdamOptimizerConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from bn_nerf.nerf.dataparser import CheckedBlenderDataParserConfig
+from bn_nerf.nerf.models import BNDINERModelConfig, BNNeRFModelConfig
+from bn_nerf.nerf.schedulers import FloatExponentialDecaySchedulerConfig
+from bn_nerf.nerf.trainer import BatchNormTrainerConfig
+
+DEFAULT_SCENE = "data/bn-nerf-scene"
+
+
+def _vanilla_nerf_optimizers() -> dict:
+    # vanilla-nerf's: RAdam 5e-4 without schedule, for the fields and the optional temporal distortion.
+    return {
+        group: {"optimizer": RAdamOptimizerConfig(lr=5e-4, eps=1e-08), "scheduler": None}
+        for group in ("fields", "temporal_distortion")
+    }
+
+
+def _instant_ngp_optimizers(max_steps: int) -> dict:
+    # Hash tables learn with instant-ngp's Adam 1e-2, eps 1e-15, decayed over the run.
+    return {
+        "fields": {
+            "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
+        }
+    }
+
+
+def _pipeline(model, rays_per_batch: int) -> VanillaPipelineConfig:
+    return VanillaPipelineConfig(
+        datamanager=VanillaDataManagerConfig(
+            dataparser=CheckedBlenderDataParserConfig(data=Path(DEFAULT_SCENE)),
+            train_num_rays_per_batch=rays_per_batch,
+            eval_num_rays_per_batch=rays_per_batch,
+        ),
+        model=model,
+    )
+
+
+bn_nerf = MethodSpecification(
+    config=BatchNormTrainerConfig(
+        method_name="bn-nerf",
+        vis="viewer",
+        pipeline=_pipeline(BNNeRFModelConfig(), rays_per_batch=1024),
+        optimizers=_vanilla_nerf_optimizers(),
+    ),
+    description="vanilla-nerf with BatchNorm in its MLPs (--pipeline.model.normalization none: vanilla-nerf)",
+)
+
+DINER_STEPS = 30000
+bn_diner = MethodSpecification(
+    config=BatchNormTrainerConfig(
+        method_name="bn-diner",
+        vis="viewer",
+        max_num_iterations=DINER_STEPS,
+        steps_per_save=2000,
+        pipeline=_pipeline(BNDINERModelConfig(), rays_per_batch=4096),
+        optimizers=_instant_ngp_optimizers(DINER_STEPS),
+    ),
+    description="DINER: single-level hash table + BatchNorm MLP (--pipeline.model.normalization none: DINER)",
+)
+
+# CPU-practical presets: a few CPU minutes give a recognizable scene at 100x100. Not the paper's sizes.
+CPU_STEPS = 2000
+bn_nerf_cpu = MethodSpecification(
+    config=BatchNormTrainerConfig(
+        method_name="bn-nerf-cpu",
+        vis="viewer",
+        machine=MachineConfig(device_type="cpu"),
+        viewer=ViewerConfig(num_rays_per_chunk=4096),
+        max_num_iterations=CPU_STEPS,
+        steps_per_save=500,
+        steps_per_eval_image=500,
+        pipeline=_pipeline(
+            BNNeRFModelConfig(
+                trunk_depth=4,
+                trunk_width=128,
+                skip_connections=(2,),
+                colour_depth=1,
+                colour_width=64,
+                num_coarse_samples=32,
+                num_importance_samples=64,
+                eval_num_rays_per_chunk=4096,
+                batchnorm_calibration_rays=4096,
+            ),
+            rays_per_batch=512,
+        ),
+        optimizers={
+            "fields": {
+                "optimizer": AdamOptimizerConfig(lr=2e-3, eps=1e-15),
+                "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=2e-4, max_steps=CPU_STEPS),
+            },
+        },
+    ),
+    description="CPU-practical bn-nerf: 4x128 trunk, 32+64 samples, 512 rays/step (not the paper's size)",
+)
+
+bn_diner_cpu = MethodSpecification(
+    config=BatchNormTrainerConfig(
+        method_name="bn-diner-cpu",
+        vis="viewer",
+        machine=MachineConfig(device_type="cpu"),
+        viewer=ViewerConfig(num_rays_per_chunk=4096),
+        max_num_iterations=CPU_STEPS,
+        steps_per_save=500,
+        steps_per_eval_image=500,
+        pipeline=_pipeline(
+            BNDINERModelConfig(
+                hash_resolution=128,
+                log2_hashmap_size=18,
+                num_coarse_samples=32,
+                num_importance_samples=32,
+                eval_num_rays_per_chunk=4096,
+                batchnorm_calibration_rays=4096,
+            ),
+            rays_per_batch=1024,
+        ),
+        optimizers=_instant_ngp_optimizers(CPU_STEPS),
+    ),
+    description="CPU-practical bn-diner: 128^3 single-level table of 2^18 entries, 32+32 samples (not the paper's size)",
+)

@@ -1,0 +1,192 @@
+"""bn-nerf and bn-diner: nerfstudio's vanilla-nerf model (coarse and fine fields, uniform then
+importance sampling, the same losses and renderers) with fields from bn_nerf.nerf.fields.
+
+BatchNorm semantics:
+  - training: every field call sees all samples of all rays of the batch, so BN normalizes with the
+    statistics of the whole ray batch;
+  - eval (ns-eval, ns-render, the viewer): running statistics;
+  - checkpoints: before one is written the running statistics are replaced by the exact statistics
+    of a large sample of training rays under the final weights (`reestimate_batchnorm_statistics`,
+    called by bn_nerf.nerf.trainer), because exponential running averages lag weights that move fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple, Type
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.model_components.losses import MSELoss
+from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
+from nerfstudio.models.base_model import Model
+from nerfstudio.models.vanilla_nerf import NeRFModel, VanillaModelConfig
+from nerfstudio.utils import colormaps
+
+from bn_nerf.nerf.fields import NormalizedRadianceField, Normalization, NormPlacement, make_diner_field, make_nerf_field
+from bn_nerf.nerf.metrics import image_metrics
+from bn_nerf.networks import convert_to_sync_batchnorm, reestimate_batchnorm
+from bn_nerf.networks.norms import batchnorm_layers
+
+
+@dataclass
+class BNNeRFModelConfig(VanillaModelConfig):
+    """vanilla-nerf's configuration plus the normalization switch and the field's size."""
+
+    _target: Type = field(default_factory=lambda: BNNeRFModel)
+    normalization: Normalization = "batch"
+    """"batch": BatchNorm after each hidden activation; "none": the plain baseline (vanilla-nerf)."""
+    norm_placement: NormPlacement = "after"
+    """BN after the ReLU (the paper's text) or before it (Linear -> BN -> ReLU, the authors' code)."""
+    trunk_depth: int = 8
+    """Hidden layers of the position network (NeRF: 8)."""
+    trunk_width: int = 256
+    """Width of the position network (NeRF: 256)."""
+    skip_connections: Tuple[int, ...] = (4,)
+    """Hidden layers whose input also receives the encoded position (NeRF: layer 4)."""
+    colour_depth: int = 2
+    """Hidden layers of the view-dependent colour network (nerfstudio's vanilla-nerf: 2)."""
+    colour_width: int = 128
+    """Width of the colour network (nerfstudio's vanilla-nerf: 128)."""
+    batchnorm_calibration_rays: int = 8192
+    """Training rays whose exact statistics replace BN's running averages before each checkpoint."""
+
+
+class BNNeRFModel(NeRFModel):
+    """vanilla-nerf with normalized fields and offline-safe metrics."""
+
+    config: BNNeRFModelConfig
+
+    def make_field(self) -> NormalizedRadianceField:
+        c = self.config
+        return make_nerf_field(
+            normalization=c.normalization,
+            norm_placement=c.norm_placement,
+            trunk_depth=c.trunk_depth,
+            trunk_width=c.trunk_width,
+            skip_connections=c.skip_connections,
+            colour_depth=c.colour_depth,
+            colour_width=c.colour_width,
+        )
+
+    def populate_modules(self) -> None:
+        # Model's own setup (the near/far collider), skipping NeRFModel's, which builds its fixed
+        # field and an LPIPS that downloads weights.
+        Model.populate_modules(self)
+        self.field_coarse = self.make_field()
+        self.field_fine = self.make_field()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Several devices: BN statistics must span the whole batch, not each device's share.
+            self.use_sync_batchnorm()
+        self.sampler_uniform = UniformSampler(num_samples=self.config.num_coarse_samples)
+        self.sampler_pdf = PDFSampler(num_samples=self.config.num_importance_samples)
+        self.renderer_rgb = RGBRenderer(background_color=self.config.background_color)
+        self.renderer_accumulation = AccumulationRenderer()
+        self.renderer_depth = DepthRenderer()
+        self.rgb_loss = MSELoss()
+        if self.config.enable_temporal_distortion:
+            params = dict(self.config.temporal_distortion_params)
+            kind = params.pop("kind")
+            self.temporal_distortion = kind.to_temporal_distortion(params)
+
+    def use_sync_batchnorm(self) -> None:
+        self.field_coarse = convert_to_sync_batchnorm(self.field_coarse)
+        self.field_fine = convert_to_sync_batchnorm(self.field_fine)
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return bool(batchnorm_layers(self))
+
+    @torch.no_grad()
+    def reestimate_batchnorm_statistics(self, ray_bundles: Sequence[RayBundle]) -> int:
+        """Set every BN layer's running statistics to the exact statistics, under the current
+        weights, of the samples these rays produce (coarse field first: its calibrated eval-mode
+        output places the fine samples). Returns the number of BN layers re-estimated."""
+        assert self.field_coarse is not None and self.field_fine is not None
+        was_training = self.training
+        self.eval()  # deterministic sample placement, as at deployment
+        try:
+            if self.collider is not None:  # near/far bounds, as Model.forward sets them
+                ray_bundles = [self.collider(rays) for rays in ray_bundles]
+            coarse_samples = [self.sampler_uniform(rays) for rays in ray_bundles]
+            count = reestimate_batchnorm(self.field_coarse, lambda: [self.field_coarse(s) for s in coarse_samples])
+            fine_samples = []
+            for rays, samples in zip(ray_bundles, coarse_samples):
+                weights = samples.get_weights(self.field_coarse(samples)[FieldHeadNames.DENSITY])
+                fine_samples.append(self.sampler_pdf(rays, samples, weights))
+            count += reestimate_batchnorm(self.field_fine, lambda: [self.field_fine(s) for s in fine_samples])
+        finally:
+            self.train(was_training)
+        return count
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb_coarse"].device))
+        fine = image_metrics(outputs["rgb_fine"], image)
+        metrics_dict = {
+            "psnr": fine["psnr"],
+            "coarse_psnr": image_metrics(outputs["rgb_coarse"], image)["psnr"],
+            "fine_psnr": fine["psnr"],
+            "fine_ssim": fine["ssim"],
+        }
+        if "lpips" in fine:
+            metrics_dict["fine_lpips"] = fine["lpips"]
+
+        near, far = self.config.collider_params["near_plane"], self.config.collider_params["far_plane"]
+        images: Dict[str, List[Tensor]] = {"img": [image], "accumulation": [], "depth": []}
+        for level in ("coarse", "fine"):
+            accumulation = outputs[f"accumulation_{level}"]
+            images["img"].append(outputs[f"rgb_{level}"])
+            images["accumulation"].append(colormaps.apply_colormap(accumulation))
+            images["depth"].append(
+                colormaps.apply_depth_colormap(
+                    outputs[f"depth_{level}"], accumulation=accumulation, near_plane=near, far_plane=far
+                )
+            )
+        return metrics_dict, {name: torch.cat(parts, dim=1) for name, parts in images.items()}
+
+
+@dataclass
+class BNDINERModelConfig(BNNeRFModelConfig):
+    """DINER's single-level hash table in front of a small (BN) MLP, in the coarse/fine pipeline."""
+
+    _target: Type = field(default_factory=lambda: BNDINERModel)
+    hash_resolution: int = 256
+    """Grid resolution of the single hash level (per axis, over the scene box)."""
+    log2_hashmap_size: int = 20
+    """log2 of the number of table entries."""
+    hash_features: int = 2
+    """Features per table entry."""
+    trunk_depth: int = 2
+    trunk_width: int = 64
+    skip_connections: Tuple[int, ...] = ()
+    colour_depth: int = 2
+    colour_width: int = 64
+    num_coarse_samples: int = 64
+    num_importance_samples: int = 64
+
+
+class BNDINERModel(BNNeRFModel):
+    config: BNDINERModelConfig
+
+    def make_field(self) -> NormalizedRadianceField:
+        c = self.config
+        return make_diner_field(
+            self.scene_box.aabb,
+            normalization=c.normalization,
+            norm_placement=c.norm_placement,
+            hash_resolution=c.hash_resolution,
+            log2_hashmap_size=c.log2_hashmap_size,
+            hash_features=c.hash_features,
+            trunk_depth=c.trunk_depth,
+            trunk_width=c.trunk_width,
+            skip_connections=c.skip_connections,
+            colour_depth=c.colour_depth,
+            colour_width=c.colour_width,
+        )
