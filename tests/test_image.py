@@ -145,6 +145,7 @@ BAD_INPUTS = {
     "malformed size": (["--sizes", "10by28"], "not DEPTHxWIDTH"),
     "zero downscale": (["--downscale", "0"], "--downscale"),
     "zero batch": (["--batch-size", "0"], "--batch-size"),
+    "zero threads": (["--threads", "0"], "--threads"),
     "unknown method": (["--methods", "relu", "transformer"], "unknown method 'transformer'"),
     "unknown method in config": (["--config", "{tmp}/config.json"], "unknown method 'transformer'"),
 }

@@ -157,6 +157,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shrink every image by this integer factor (anti-aliased) before fitting, for CPU runs")
     parser.add_argument("--batch-size", type=int,
                         help="random pixels per step (default: all pixels, as the paper)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for PyTorch (default: its own choice); 1 is many times faster "
+                             "when other jobs share the cores (see BENCHMARKS.md)")
     add_run_arguments(parser, PAPER_DEFAULTS)
 
 
@@ -247,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--downscale must be a positive integer, got {args.downscale}")
     if args.batch_size is not None and args.batch_size <= 0:
         raise InputError(f"--batch-size must be > 0, got {args.batch_size}")
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise InputError(f"--threads must be > 0, got {args.threads}")
+        torch.set_num_threads(args.threads)
     # Read and check every image and every run before training anything, so that bad input
     # anywhere fails at once and leaves no half-finished folder of results behind.
     images = [(name, downscaled(image, args.downscale, name)) for name, image in load_images(args.image)]
