@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         mode.add_argument("--seed", type=int, default=0, help="initialization seed (default 0)")
         mode.add_argument("--norm-placement", choices=["after", "before"], default="after",
                           help="BN after the ReLU (paper text, default) or before it (authors' code)")
+        mode.add_argument("--init", choices=["method", "torch_default"], default="method",
+                          help="initialization: the method's own (LeCun normal, zero biases, default) or PyTorch's "
+                               "(uniform, nonzero biases); with zero biases a 1D ReLU net is positively homogeneous "
+                               "at initialization, so its NTK has only a handful of nonzero eigenvalues")
         mode.add_argument("--threads", type=int, default=1,
                           help="PyTorch CPU threads (default 1: on a busy shared CPU one thread was up to 10x faster "
                                "than two, which wait on each other in every small kernel)")
@@ -121,8 +125,10 @@ def coordinates(points: int, dims: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
-def make_network(spec: str, in_dim: int, depth: int, width: int, seed: int, placement: str, dtype=torch.float32):
+def make_network(spec: str, in_dim: int, depth: int, width: int, seed: int, placement: str, dtype=torch.float32,
+                 init: str = "method"):
     method, overrides = parse_network(spec)
+    overrides["init_scheme"] = init
     if PRESETS[method].norm != "none":
         overrides["norm_placement"] = placement
     torch.manual_seed(seed)
@@ -187,7 +193,7 @@ def run_spectrum(args: argparse.Namespace) -> int:
     results: dict[str, dict] = {}
     eigenvalues: dict[str, np.ndarray] = {}
     for spec in dict.fromkeys(spec for panel in panels for spec in panel):
-        net = make_network(spec, args.dims, args.depth, args.width, args.seed, args.norm_placement, dtype)
+        net = make_network(spec, args.dims, args.depth, args.width, args.seed, args.norm_placement, dtype, args.init)
         net_coords = coords.to(next(net.parameters()).real.dtype)
         started = time.perf_counter()
         kernel = empirical_ntk(net, net_coords, block_bytes)
@@ -214,7 +220,7 @@ def run_spectrum(args: argparse.Namespace) -> int:
     payload = {
         "setup": {
             "points": args.points, "dims": args.dims, "depth": args.depth, "width": args.width, "seed": args.seed,
-            "norm_placement": args.norm_placement, "dtype": args.dtype, "coordinates": "uniform on [-1, 1]" + ("^2" if args.dims == 2 else ""),
+            "norm_placement": args.norm_placement, "init": args.init, "dtype": args.dtype, "coordinates": "uniform on [-1, 1]" + ("^2" if args.dims == 2 else ""),
             "bn_mode": "training (batch statistics over all T coordinates)",
             "machine": _machine(), "peak_memory_mb": round(_peak_memory_mb()),
         },
@@ -223,7 +229,7 @@ def run_spectrum(args: argparse.Namespace) -> int:
     }
     _write_json(args.out / "ntk.json", payload)
     np.savez(args.out / "eigenvalues.npz", **{spec.replace(":", "_"): values for spec, values in eigenvalues.items()})
-    _plot_spectra(panels, eigenvalues, args.out / "ntk_spectra.png", f"T={args.points}, {args.depth}x{args.width}")
+    _plot_spectra(panels, eigenvalues, args.out / "ntk_spectra.png", f"T={args.points}, {args.depth}x{args.width}, {args.init} init")
     return 0
 
 
@@ -286,7 +292,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     for spec in specs:
         for width in widths:
             for seed in range(args.seed, args.seed + args.seeds):
-                net = make_network(spec, 1, args.depth, width, seed, args.norm_placement, dtype)
+                net = make_network(spec, 1, args.depth, width, seed, args.norm_placement, dtype, args.init)
                 started = time.perf_counter()
                 kernel = empirical_ntk(net, coords.to(next(net.parameters()).real.dtype), args.block_mb * 2**20)
                 seconds = time.perf_counter() - started
@@ -307,7 +313,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             fits[spec][name] = {**asdict(fit), "per_width_geometric_mean": per_width, "predicted_exponent": predicted, "verdict": verdict}
             print(f"  {spec:<8} {name:<10} ~ N^{fit.exponent:5.2f} (R^2 {fit.r_squared:.3f})   {verdict}")
     payload = {
-        "setup": {"points": args.points, "depth": args.depth, "widths": widths, "seeds": args.seeds, "dtype": args.dtype,
+        "setup": {"points": args.points, "depth": args.depth, "widths": widths, "seeds": args.seeds, "dtype": args.dtype, "init": args.init,
                   "norm_placement": args.norm_placement, "coordinates": "uniform on [-1, 1]", "machine": _machine(),
                   "peak_memory_mb": round(_peak_memory_mb()),
                   "tolerance": "a fitted exponent within 0.25 of the predicted range counts as reproduced"},
@@ -365,7 +371,7 @@ def run_demo(args: argparse.Namespace) -> int:
     traces = []
     for optimizer, learning_rate in (("gd", None), ("adam", args.adam_lr)):
         for spec in specs:
-            net = make_network(spec, 1, args.depth, args.width, args.seed, args.norm_placement)
+            net = make_network(spec, 1, args.depth, args.width, args.seed, args.norm_placement, init=args.init)
             trace = train_tracking_frequencies(net, coords, target, frequencies, optimizer, args.iterations,
                                                learning_rate, record_every=max(1, args.iterations // 200), label=spec)
             reached = trace.iterations_to_reach(args.threshold)
@@ -374,7 +380,7 @@ def run_demo(args: argparse.Namespace) -> int:
             traces.append(trace)
     payload = {
         "setup": {"points": args.points, "depth": args.depth, "width": args.width, "seed": args.seed, "frequencies": frequencies,
-                  "iterations": args.iterations, "threshold": args.threshold, "norm_placement": args.norm_placement,
+                  "iterations": args.iterations, "threshold": args.threshold, "norm_placement": args.norm_placement, "init": args.init,
                   "signal": "sum of unit sinusoids with f cycles over [-1, 1), random phases",
                   "error": "|DFT(f - y)| / |DFT(y)| at each frequency", "machine": _machine(),
                   "gd": "eta = 0.5/lambda_max of each net's initial NTK, loss 1/2 ||f - y||^2",
