@@ -90,7 +90,7 @@ class NormalizedRadianceField(Field):
             **network_options,
         )
         self.colour_network = build_network(
-            method, trunk_width + direction_encoding.get_out_dim(), None, colour_depth, colour_width, **network_options
+            method, direction_encoding.get_out_dim() + trunk_width, None, colour_depth, colour_width, **network_options
         )
         self.density_head = DensityFieldHead(in_dim=trunk_width)
         self.rgb_head = RGBFieldHead(in_dim=colour_width)
@@ -107,7 +107,8 @@ class NormalizedRadianceField(Field):
     ) -> Dict[FieldHeadNames, Tensor]:
         assert density_embedding is not None, "Field.forward passes the trunk features from get_density"
         encoded_directions = self.direction_encoding(ray_samples.frustums.directions)
-        colour_features = self.colour_network(torch.cat([density_embedding, encoded_directions], dim=-1))
+        # vanilla-nerf's order: direction features first, then trunk features.
+        colour_features = self.colour_network(torch.cat([encoded_directions, density_embedding], dim=-1))
         return {FieldHeadNames.RGB: self.rgb_head(colour_features)}
 
 

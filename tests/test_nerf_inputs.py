@@ -1,0 +1,123 @@
+"""Bad Blender folders give one-line errors naming the file; metrics work without the internet."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from nerfstudio.data.scene_box import SceneBox
+
+from bn_nerf.errors import InputError
+from bn_nerf.nerf import metrics
+from bn_nerf.nerf.dataparser import check_blender_split
+from bn_nerf.nerf.models import BNNeRFModelConfig
+from bn_nerf.nerf.scene import write_scene
+
+
+@pytest.fixture
+def scene(tmp_path) -> Path:
+    write_scene(tmp_path / "scene", size=8, views={"train": 2, "val": 1, "test": 1})
+    return tmp_path / "scene"
+
+
+def error_of(data: Path, split: str = "train") -> str:
+    with pytest.raises(InputError) as caught:
+        check_blender_split(data, split)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_generated_scene_passes_the_check(scene):
+    for split in ("train", "val", "test"):
+        check_blender_split(scene, split)
+
+
+def test_folder_without_transforms(tmp_path):
+    assert str(tmp_path / "transforms_train.json") in error_of(tmp_path)
+    assert "no such data folder" in error_of(tmp_path / "absent")
+
+
+def test_transforms_naming_a_missing_image(scene):
+    (scene / "train" / "r_1.png").unlink()
+    message = error_of(scene)
+    assert "transforms_train.json" in message and "r_1.png" in message and "frame 1" in message
+
+
+def test_malformed_json(scene):
+    (scene / "transforms_val.json").write_text('{"camera_angle_x": 0.69, "frames": [')
+    message = error_of(scene, "val")
+    assert "transforms_val.json" in message and "malformed JSON" in message
+
+
+def test_images_of_mixed_sizes(scene):
+    Image.new("RGBA", (5, 8)).save(scene / "train" / "r_1.png")
+    message = error_of(scene)
+    assert "mixed sizes" in message and "r_1.png is 5x8" in message
+
+
+def test_ns_train_reports_bad_input_on_one_line_without_traceback(scene):
+    transforms = scene / "transforms_train.json"
+    transforms.write_text("{not json")
+    result = subprocess.run(
+        [Path(sys.executable).parent / "ns-train", "bn-nerf-cpu", "--data", scene, "--vis", "tensorboard",
+         "--output-dir", scene.parent / "runs"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        # nerfstudio and torch print deprecation warnings of their own at import; not ours to judge.
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    error_lines = result.stderr.strip().splitlines()
+    assert error_lines == [error_lines[0]] and str(transforms) in error_lines[0], result.stderr
+
+
+@pytest.fixture
+def no_downloaded_weights(tmp_path, monkeypatch):
+    """A torch hub folder holding nothing, as on a machine that never reached the internet."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    metrics._lpips_on_cpu.cache_clear()
+    yield
+    metrics._lpips_on_cpu.cache_clear()
+
+
+def test_metrics_leave_out_lpips_with_one_warning_when_weights_are_absent(no_downloaded_weights):
+    target = torch.rand(16, 16, 3)
+    noisy = (target + 0.05 * torch.randn_like(target)).clamp(0, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = metrics.image_metrics(noisy, target)
+        second = metrics.image_metrics(target, target)
+    assert set(first) == {"psnr", "ssim"}
+    assert 20 < first["psnr"] < 35 and 0 < first["ssim"] < 1
+    assert second["psnr"] > 90 and second["ssim"] == pytest.approx(1.0)
+    lpips_warnings = [w for w in caught if "LPIPS" in str(w.message)]
+    assert len(lpips_warnings) == 1
+
+
+def test_model_metrics_work_offline(no_downloaded_weights):
+    config = BNNeRFModelConfig(trunk_depth=2, trunk_width=16, skip_connections=(1,), colour_depth=1, colour_width=8)
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=1)
+    image = torch.rand(8, 8, 3)
+    outputs = {f"{kind}_{level}": torch.rand(8, 8, 3 if kind == "rgb" else 1) for kind in ("rgb", "accumulation", "depth") for level in ("coarse", "fine")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics_dict, images = model.get_image_metrics_and_images(outputs, {"image": image})
+    assert {"psnr", "coarse_psnr", "fine_psnr", "fine_ssim"} <= set(metrics_dict) and "fine_lpips" not in metrics_dict
+    assert images["img"].shape == (8, 24, 3)
+
+
+@pytest.mark.skipif(not metrics.alexnet_weights_path().is_file(), reason="AlexNet weights are not on this machine")
+def test_metrics_include_lpips_when_weights_are_present():
+    metrics._lpips_on_cpu.cache_clear()
+    target = torch.rand(32, 32, 3)
+    assert metrics.image_metrics(target, target)["lpips"] == pytest.approx(0.0, abs=1e-3)

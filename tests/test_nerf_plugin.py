@@ -1,0 +1,273 @@
+"""The nerfstudio plugin on a tiny generated scene, on the CPU: discovery, the BN-off field equals
+vanilla-nerf's, training lowers the loss, checkpoints carry exact BN statistics and load under
+torch's default weights_only, and ns-eval / ns-render work on them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.fields.vanilla_nerf_field import NeRFField
+from nerfstudio.model_components.ray_samplers import UniformSampler
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.models.vanilla_nerf import NeRFModel
+from nerfstudio.plugins.registry import discover_methods
+from nerfstudio.utils.eval_utils import eval_setup
+
+from bn_nerf.nerf import method_configs
+from bn_nerf.nerf.fields import make_nerf_field, nerf_direction_encoding, nerf_position_encoding
+from bn_nerf.nerf.metrics import psnr
+from bn_nerf.nerf.models import BNNeRFModel
+from bn_nerf.nerf.scene import write_scene
+
+NS_BIN = Path(sys.executable).parent
+TINY_MODEL = dict(
+    trunk_depth=3,
+    trunk_width=64,
+    skip_connections=(2,),
+    colour_depth=1,
+    colour_width=32,
+    num_coarse_samples=16,
+    num_importance_samples=16,
+    eval_num_rays_per_chunk=1024,
+    batchnorm_calibration_rays=1024,
+)
+TINY_DINER = dict(TINY_MODEL, skip_connections=(), hash_resolution=32, log2_hashmap_size=14)
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory) -> Path:
+    scene = tmp_path_factory.mktemp("scene")
+    write_scene(scene, size=16, views={"train": 6, "val": 1, "test": 2}, seed=1)
+    return scene
+
+
+def make_trainer(method: str, scene: Path, output: Path, model_overrides: dict, normalization: str = "batch"):
+    """The method's registered trainer configuration, shrunk for a test, set up on the CPU."""
+    config = copy.deepcopy(discover_methods()[0][method])
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.output_dir = output
+    config.steps_per_eval_image = config.steps_per_eval_batch = config.steps_per_eval_all_images = 10**6
+    config.pipeline.datamanager.data = scene
+    config.pipeline.datamanager.train_num_rays_per_batch = 256
+    config.pipeline.datamanager.eval_num_rays_per_batch = 256
+    for name, value in dict(model_overrides, normalization=normalization).items():
+        setattr(config.pipeline.model, name, value)
+    config.set_timestamp()
+    torch.manual_seed(0)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    config.save_config()
+    return trainer
+
+
+def train_steps(trainer, steps: int) -> list[float]:
+    return [float(trainer.train_iteration(step)[0]) for step in range(steps)]
+
+
+def image_rays(pipeline, image_index: int = 0) -> tuple[RayBundle, torch.Tensor]:
+    """All rays of one training image and its pixels composited on the white background."""
+    dataset = pipeline.datamanager.train_dataset
+    rays = dataset.cameras.generate_rays(camera_indices=image_index)
+    image = pipeline.model.renderer_rgb.blend_background(dataset[image_index]["image"])
+    return rays, image
+
+
+@pytest.fixture(scope="module")
+def trained_bn_nerf(tiny_scene, tmp_path_factory):
+    """bn-nerf-cpu shrunk further, 40 steps, then a checkpoint (which re-estimates BN statistics)."""
+    trainer = make_trainer("bn-nerf-cpu", tiny_scene, tmp_path_factory.mktemp("runs"), TINY_MODEL)
+    losses = train_steps(trainer, 40)
+    trainer.save_checkpoint(40)
+    return trainer, losses
+
+
+def test_plugins_are_discovered_with_descriptions():
+    configs, descriptions = discover_methods()
+    for method in ("bn-nerf", "bn-diner", "bn-nerf-cpu", "bn-diner-cpu"):
+        assert configs[method].method_name == method
+        assert descriptions[method]
+
+
+def test_bn_nerf_is_vanilla_nerf_with_batchnorm():
+    """The registered bn-nerf keeps vanilla-nerf's samples, optimizer and data, and its field with
+    BN off computes exactly what vanilla-nerf's NeRFField computes with the same weights."""
+    ours = method_configs.bn_nerf.config
+    from nerfstudio.configs.method_configs import method_configs as nerfstudio_methods
+
+    vanilla = nerfstudio_methods["vanilla-nerf"]
+    assert ours.pipeline.model.num_coarse_samples == vanilla.pipeline.model.num_coarse_samples == 64
+    assert ours.pipeline.model.num_importance_samples == vanilla.pipeline.model.num_importance_samples == 128
+    assert ours.optimizers["fields"]["optimizer"].lr == vanilla.optimizers["fields"]["optimizer"].lr
+    assert ours.pipeline.datamanager.train_num_rays_per_batch == vanilla.pipeline.datamanager.train_num_rays_per_batch
+
+    torch.manual_seed(0)
+    reference = NeRFField(position_encoding=nerf_position_encoding(), direction_encoding=nerf_direction_encoding())
+    field = make_nerf_field(normalization="none")
+    assert sum(p.numel() for p in field.parameters()) == sum(p.numel() for p in reference.parameters())
+    with torch.no_grad():
+        reference_linears = list(reference.mlp_base.layers) + list(reference.mlp_head.layers)
+        our_linears = list(field.trunk.linears) + list(field.colour_network.linears)
+        for index, (theirs, mine) in enumerate(zip(reference_linears, our_linears)):
+            weight = theirs.weight
+            if index == 4:  # nerfstudio concatenates [input, features] at the skip; we concatenate [features, input]
+                encoded = reference.position_encoding.get_out_dim()
+                weight = torch.cat([weight[:, encoded:], weight[:, :encoded]], dim=1)
+            mine.weight.copy_(weight)
+            mine.bias.copy_(theirs.bias)
+        field.density_head.load_state_dict(reference.field_output_density.state_dict())
+        field.rgb_head.load_state_dict(reference.field_heads[0].state_dict())
+    rays = RayBundle(
+        origins=torch.tensor([[0.0, 0.0, 4.0]]).repeat(8, 1),
+        directions=torch.nn.functional.normalize(torch.randn(8, 3) * 0.2 + torch.tensor([0.0, 0.0, -1.0]), dim=-1),
+        pixel_area=torch.ones(8, 1),
+        nears=torch.full((8, 1), 2.0),
+        fars=torch.full((8, 1), 6.0),
+    )
+    samples = UniformSampler(num_samples=16)(rays)
+    expected, got = reference(samples), field(samples)
+    for head in (FieldHeadNames.DENSITY, FieldHeadNames.RGB):
+        torch.testing.assert_close(got[head], expected[head], rtol=1e-5, atol=1e-6)
+
+
+def test_bn_nerf_model_subclasses_vanilla_and_switches_batchnorm(trained_bn_nerf, tiny_scene, tmp_path):
+    trainer, _ = trained_bn_nerf
+    model = trainer.pipeline.model
+    assert isinstance(model, NeRFModel) and model.has_batchnorm
+    baseline = make_trainer("bn-nerf-cpu", tiny_scene, tmp_path, TINY_MODEL, normalization="none")
+    assert not baseline.pipeline.model.has_batchnorm
+
+
+def test_bn_nerf_training_lowers_the_loss(trained_bn_nerf):
+    _, losses = trained_bn_nerf
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+
+
+def test_bn_diner_training_lowers_the_loss(tiny_scene, tmp_path):
+    trainer = make_trainer("bn-diner-cpu", tiny_scene, tmp_path, TINY_DINER)
+    losses = train_steps(trainer, 30)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+
+
+def all_training_rays(pipeline) -> tuple[RayBundle, torch.Tensor]:
+    """Every pixel's ray of every training image, flattened, with its colour on the background."""
+    dataset = pipeline.datamanager.train_dataset
+    coords = dataset.cameras.get_image_coords().reshape(-1, 2)
+    count = len(dataset)
+    camera_indices = torch.arange(count).repeat_interleave(len(coords))[:, None]
+    rays = dataset.cameras.generate_rays(camera_indices=camera_indices, coords=coords.repeat(count, 1))
+    pixels = torch.cat([image_rays(pipeline, index)[1].reshape(-1, 3) for index in range(count)])
+    return rays, pixels
+
+
+def test_checkpoint_carries_the_batch_statistics_of_the_training_rays(trained_bn_nerf):
+    """Before the checkpoint was written, every BN layer's running statistics were replaced by the
+    statistics its input has in train mode over the training rays under the final weights -- what
+    the training batches normalized with -- rather than a lagging exponential average."""
+    trainer, _ = trained_bn_nerf
+    model = trainer.pipeline.model
+    rays, _ = all_training_rays(trainer.pipeline)
+    batch_statistics = {}
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)}
+
+    def record(name):
+        def hook(_module, inputs):
+            batch_statistics[name] = (inputs[0].mean(0), inputs[0].var(0, unbiased=False))
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
+    # Place samples as eval mode does; one batch of all training rays; no running-average update.
+    model.sampler_uniform.train_stratified = model.sampler_pdf.train_stratified = False
+    saved = {name: (layer.running_mean.clone(), layer.running_var.clone()) for name, layer in layers.items()}
+    model.train()
+    try:
+        with torch.no_grad():
+            model(rays)
+    finally:
+        model.eval()
+        model.sampler_uniform.train_stratified = model.sampler_pdf.train_stratified = True
+        for handle in handles:
+            handle.remove()
+        for name, layer in layers.items():
+            layer.running_mean.copy_(saved[name][0])
+            layer.running_var.copy_(saved[name][1])
+    assert len(batch_statistics) == len(layers) == 2 * (TINY_MODEL["trunk_depth"] + TINY_MODEL["colour_depth"])
+    for name, layer in layers.items():
+        mean, variance = batch_statistics[name]
+        scale = layer.running_var.sqrt().clamp_min(1e-3)
+        assert ((mean - layer.running_mean).abs() / scale).median() < 0.15, name
+        assert (variance / layer.running_var.clamp_min(1e-6)).median().sub(1).abs() < 0.2, name
+
+
+def test_checkpoint_loads_with_default_torch_load_and_renders_the_same(trained_bn_nerf):
+    trainer, _ = trained_bn_nerf
+    checkpoint_path = next(trainer.checkpoint_dir.glob("*.ckpt"))
+    checkpoint = torch.load(checkpoint_path)  # torch >= 2.6 default: weights_only=True
+    assert any(key.endswith("running_mean") for key in checkpoint["pipeline"])
+
+    config_path = trainer.base_dir / "config.yml"
+    _, pipeline, _, step = eval_setup(config_path, test_mode="test")
+    assert step == 40 and isinstance(pipeline.model, BNNeRFModel)
+    rays, _ = image_rays(trainer.pipeline)
+    trainer.pipeline.model.eval()
+    expected = trainer.pipeline.model.get_outputs_for_camera_ray_bundle(rays)["rgb_fine"]
+    torch.testing.assert_close(pipeline.model.get_outputs_for_camera_ray_bundle(rays)["rgb_fine"], expected)
+
+
+def test_ns_eval_and_ns_render_work_on_the_checkpoint(trained_bn_nerf, tmp_path):
+    trainer, _ = trained_bn_nerf
+    config_path = trainer.base_dir / "config.yml"
+    metrics_path = tmp_path / "eval.json"
+    subprocess.run(
+        [NS_BIN / "ns-eval", "--load-config", config_path, "--output-path", metrics_path],
+        check=True,
+        capture_output=True,
+    )
+    results = json.loads(metrics_path.read_text())["results"]
+    assert 5.0 < results["psnr"] < 60.0 and 0.0 < results["fine_ssim"] <= 1.0
+
+    frames = tmp_path / "frames"
+    subprocess.run(
+        [NS_BIN / "ns-render", "spiral", "--load-config", config_path, "--output-path", frames,
+         "--output-format", "images", "--seconds", "0.5", "--frame-rate", "4"],
+        check=True,
+        capture_output=True,
+    )
+    rendered = sorted(frames.glob("*.jpg")) + sorted(frames.glob("*.png"))
+    assert len(rendered) == 2
+
+
+def test_models_convert_batchnorm_to_syncbatchnorm(trained_bn_nerf):
+    model = copy.deepcopy(trained_bn_nerf[0].pipeline.model)
+    keys = set(model.state_dict())
+    model.use_sync_batchnorm()
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert layers and all(isinstance(m, torch.nn.SyncBatchNorm) for m in layers)
+    assert set(model.state_dict()) == keys  # checkpoints stay interchangeable
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="SyncBatchNorm runs on CUDA only")
+def test_syncbatchnorm_model_trains_a_step_on_cuda(trained_bn_nerf, tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model = copy.deepcopy(trained_bn_nerf[0].pipeline.model).cuda()
+        model.use_sync_batchnorm()
+        model.train()
+        rays, image = image_rays(trained_bn_nerf[0].pipeline)
+        outputs = model(rays.flatten().to("cuda"))
+        loss = ((outputs["rgb_fine"] - image.reshape(-1, 3).cuda()) ** 2).mean()
+        loss.backward()
+        assert torch.isfinite(loss)
+    finally:
+        dist.destroy_process_group()
