@@ -376,7 +376,8 @@ def run_demo(args: argparse.Namespace) -> int:
                                                learning_rate, record_every=max(1, args.iterations // 200), label=spec)
             reached = trace.iterations_to_reach(args.threshold)
             print(f"{optimizer:<4} {spec:<8} lr={trace.learning_rate:.3g}  {trace.seconds:6.1f} s  iterations to error < "
-                  f"{args.threshold}: " + ", ".join(f"f={f}: {r if r is not None else 'never'}" for f, r in zip(frequencies, reached)), flush=True)
+                  f"{args.threshold}: " + ", ".join(f"f={f}: {r if r is not None else 'never'}" for f, r in zip(frequencies, reached))
+                  + "; late median error: " + ", ".join(f"f={f}: {e:.3f}" for f, e in zip(frequencies, trace.late_errors())), flush=True)
             traces.append(trace)
     payload = {
         "setup": {"points": args.points, "depth": args.depth, "width": args.width, "seed": args.seed, "frequencies": frequencies,
@@ -390,6 +391,7 @@ def run_demo(args: argparse.Namespace) -> int:
             {"network": t.label, "optimizer": t.optimizer, "learning_rate": t.learning_rate, "seconds": round(t.seconds, 1),
              "iterations_to_threshold": dict(zip(map(str, frequencies), t.iterations_to_reach(args.threshold))),
              "final_errors": dict(zip(map(str, frequencies), t.errors[-1].tolist())),
+             "late_median_errors": dict(zip(map(str, frequencies), t.late_errors())),
              "iterations": t.iterations, "errors": t.errors.tolist()}
             for t in traces
         ],

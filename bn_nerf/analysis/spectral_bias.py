@@ -50,6 +50,12 @@ class TrainingTrace:
     errors: np.ndarray  # records x frequencies
     seconds: float
 
+    def late_errors(self) -> list[float]:
+        """Median relative error per frequency over the last tenth of the records: robust to the
+        step-to-step oscillation of training at a high learning rate."""
+        tail = self.errors[-max(1, len(self.iterations) // 10) :]
+        return np.median(tail, axis=0).tolist()
+
     def iterations_to_reach(self, threshold: float) -> list[int | None]:
         """For each frequency, the first recorded iteration from which its relative error stays
         below `threshold` to the end (a brief dip during oscillating training does not count)."""
