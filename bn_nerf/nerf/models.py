@@ -94,6 +94,13 @@ class BNNeRFModel(NeRFModel):
             kind = params.pop("kind")
             self.temporal_distortion = kind.to_temporal_distortion(params)
 
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        levels = super().get_outputs(ray_bundle)
+        # The viewer and ns-render look for "rgb" and "depth"; vanilla-nerf only names its levels,
+        # which is why its viewer renders fail. The fine level is the model's answer, listed first
+        # so that it is the viewer's default output.
+        return {**{name: levels[f"{name}_fine"] for name in ("rgb", "accumulation", "depth")}, **levels}
+
     def use_sync_batchnorm(self) -> None:
         self.field_coarse = convert_to_sync_batchnorm(self.field_coarse)
         self.field_fine = convert_to_sync_batchnorm(self.field_fine)
