@@ -35,7 +35,8 @@ class PaperDefaults:
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: PaperDefaults) -> None:
     group = parser.add_argument_group("network and training")
     group.add_argument("--config", type=Path, help="JSON file of defaults for the options below (see configs/)")
-    group.add_argument("--method", choices=list(PRESETS), help=f"network preset (default {defaults.method})")
+    # No argparse `choices`: an unknown method gets resolve_run's one-line error, not a usage dump.
+    group.add_argument("--method", help=f"network preset: {', '.join(PRESETS)} (default {defaults.method})")
     group.add_argument("--depth", type=int, help=f"hidden layers (default {defaults.depth})")
     group.add_argument("--width", type=int, help=f"features per hidden layer (default {defaults.width})")
     group.add_argument("--iterations", type=int, help=f"training iterations (default {defaults.iterations})")
