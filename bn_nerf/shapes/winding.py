@@ -107,7 +107,3 @@ class WindingNumber:
             result[start:start + chunk] = total / (4.0 * math.pi)
         return result
 
-
-def winding_numbers(points: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
-    """(N,) winding numbers of points (N, 3) with respect to triangles (F, 3, 3)."""
-    return WindingNumber(triangles)(points)

@@ -78,7 +78,8 @@ class CTTask(Task):
         with torch.no_grad():
             self.measured = self.projector(self.target)
         self.grid = FixedCoordinates(grid_coordinates((self.size, self.size)))
-        self.reference = quality(filtered_back_projection(self.measured.numpy(), self.angles, self.size), image)
+        self.fbp = filtered_back_projection(self.measured.numpy(), self.angles, self.size)
+        self.reference = quality(self.fbp, image)
 
     def to(self, device: torch.device) -> "CTTask":
         super().to(device)
@@ -106,8 +107,7 @@ class CTTask(Task):
         save_image(out_dir / "reconstruction.png", reconstruction)
         save_image(out_dir / "ground_truth.png", target)
         save_error_map(out_dir / "error_map.png", reconstruction, target)
-        fbp = filtered_back_projection(self.measured.cpu().numpy(), self.angles, self.size)
-        save_image(out_dir / "fbp.png", fbp)
+        save_image(out_dir / "fbp.png", self.fbp)
 
 
 def embedded_default() -> np.ndarray:
