@@ -173,7 +173,7 @@ def test_frequency_errors_read_one_dft_bin_each():
 
 def test_cli_spectrum_writes_json_and_plot_for_any_preset(tmp_path, capsys):
     code = main(["ntk", "spectrum", "--out", str(tmp_path), "--points", "16", "--width", "8", "--depth", "2",
-                 "--panels", "siren/ln,pe:2/bn+pe:2"])
+                 "--panels", "siren/ln,pe:2/bn+pe:2", "--frozen-statistics"])
     assert code == 0
     payload = json.loads((tmp_path / "ntk.json").read_text())
     assert set(payload["networks"]) == {"siren", "ln", "pe:2", "bn+pe:2"}

@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             mode.add_argument("--block-mb", type=int, default=64, help="working-block size in MB (default 64)")
     spectrum.add_argument("--panels", default=DEFAULT_PANELS,
                           help=f"comma-separated panels of '/'-separated networks (default {DEFAULT_PANELS})")
+    spectrum.add_argument("--frozen-statistics", action="store_true",
+                          help="also report each BN net's kernel with its batch statistics held fixed (the per-sample kernel); doubles BN's cost")
     spectrum.add_argument("--dims", type=int, choices=[1, 2], default=1, help="1D signal, or a 2D grid (--points a square)")
     sweep.add_argument("--widths", default="32,64,128,256,512,1024", help="widths N (default 32,...,1024)")
     sweep.add_argument("--methods", default="relu,bn", help="networks to sweep (default relu,bn)")
@@ -204,7 +206,7 @@ def run_spectrum(args: argparse.Namespace) -> int:
             "kernel_seconds": round(kernel_seconds, 2),
             "statistics": statistics,
         }
-        if _has_batchnorm(net):
+        if args.frozen_statistics and _has_batchnorm(net):
             # The same function with BN's statistics held fixed: what a per-sample kernel reports.
             frozen_kernel = empirical_ntk(frozen_statistics_copy(net, net_coords), net_coords, block_bytes)
             entry["frozen_statistics"] = spectrum_statistics(frozen_kernel)[0]
