@@ -237,13 +237,15 @@ def test_ns_eval_and_ns_render_work_on_the_checkpoint(trained_bn_nerf, tmp_path)
 
     frames = tmp_path / "frames"
     subprocess.run(
-        [NS_BIN / "ns-render", "spiral", "--load-config", config_path, "--output-path", frames,
-         "--output-format", "images", "--seconds", "0.5", "--frame-rate", "4"],
+        # An interpolated path through the test cameras (nerfstudio 1.1.5's "spiral" path fails under
+        # torch 2.14 on a float/double mix inside nerfstudio's camera_utils, for every method).
+        [NS_BIN / "ns-render", "interpolate", "--load-config", config_path, "--output-path", frames,
+         "--output-format", "images", "--interpolation-steps", "2", "--frame-rate", "4"],
         check=True,
         capture_output=True,
     )
     rendered = sorted(frames.glob("*.jpg")) + sorted(frames.glob("*.png"))
-    assert len(rendered) == 2
+    assert len(rendered) >= 2
 
 
 def test_models_convert_batchnorm_to_syncbatchnorm(trained_bn_nerf):
