@@ -1,17 +1,21 @@
 """The nerfstudio plugin on a tiny generated scene, on the CPU: discovery, the BN-off field equals
-vanilla-nerf's, training lowers the loss, checkpoints carry exact BN statistics and load under
-torch's default weights_only, and ns-eval / ns-render work on them."""
+vanilla-nerf's, training lowers the loss, checkpoints carry exact BN statistics, eval mode renders
+as well as train mode, checkpoints load under torch's default weights_only, and ns-eval /
+ns-render work on them.
+
+One trained checkpoint (module fixture) serves every test that needs one: training is what costs."""
 
 from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+import tyro
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.fields.vanilla_nerf_field import NeRFField
@@ -19,6 +23,8 @@ from nerfstudio.model_components.ray_samplers import UniformSampler
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.models.vanilla_nerf import NeRFModel
 from nerfstudio.plugins.registry import discover_methods
+from nerfstudio.scripts import eval as ns_eval
+from nerfstudio.scripts import render as ns_render
 from nerfstudio.utils.eval_utils import eval_setup
 
 from bn_nerf.nerf import method_configs
@@ -27,7 +33,6 @@ from bn_nerf.nerf.metrics import psnr
 from bn_nerf.nerf.models import BNNeRFModel
 from bn_nerf.nerf.scene import write_scene
 
-NS_BIN = Path(sys.executable).parent
 TINY_MODEL = dict(
     trunk_depth=3,
     trunk_width=64,
@@ -70,7 +75,7 @@ def make_trainer(method: str, scene: Path, output: Path, model_overrides: dict, 
 
 
 def train_steps(trainer, steps: int) -> list[float]:
-    return [float(trainer.train_iteration(step)[0]) for step in range(steps)]
+    return [float(trainer.train_iteration(step)[0].detach()) for step in range(steps)]
 
 
 def image_rays(pipeline, image_index: int = 0) -> tuple[RayBundle, torch.Tensor]:
@@ -168,10 +173,35 @@ def all_training_rays(pipeline) -> tuple[RayBundle, torch.Tensor]:
     return rays, pixels
 
 
+@contextmanager
+def batch_statistics_mode(model, stratified: bool = True):
+    """Train mode, in which BN normalizes with the statistics of the batch it is given, without its
+    side effect: the running statistics a train-mode pass updates are restored afterwards, so the
+    checkpoint's re-estimated ones stay what the other tests see. `stratified=False` places samples
+    as eval mode does. The model is left in eval mode."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    saved = [(layer.running_mean.clone(), layer.running_var.clone()) for layer in layers]
+    model.sampler_uniform.train_stratified = model.sampler_pdf.train_stratified = stratified
+    model.train()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.eval()
+        model.sampler_uniform.train_stratified = model.sampler_pdf.train_stratified = True
+        for layer, (mean, variance) in zip(layers, saved):
+            layer.running_mean.copy_(mean)
+            layer.running_var.copy_(variance)
+
+
 def test_checkpoint_carries_the_batch_statistics_of_the_training_rays(trained_bn_nerf):
     """Before the checkpoint was written, every BN layer's running statistics were replaced by the
     statistics its input has in train mode over the training rays under the final weights -- what
-    the training batches normalized with -- rather than a lagging exponential average."""
+    the training batches normalized with -- rather than a lagging exponential average.
+
+    Measured here: the worst layer's median deviation is about 0.01 (standard deviations, and
+    variance ratio - 1); calibrating on samples over [0, far] instead of training's [near, far]
+    gave 0.12 and 0.08, which the bound of 0.05 rejects."""
     trainer, _ = trained_bn_nerf
     model = trainer.pipeline.model
     rays, _ = all_training_rays(trainer.pipeline)
@@ -185,27 +215,62 @@ def test_checkpoint_carries_the_batch_statistics_of_the_training_rays(trained_bn
         return hook
 
     handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
-    # Place samples as eval mode does; one batch of all training rays; no running-average update.
-    model.sampler_uniform.train_stratified = model.sampler_pdf.train_stratified = False
-    saved = {name: (layer.running_mean.clone(), layer.running_var.clone()) for name, layer in layers.items()}
-    model.train()
     try:
-        with torch.no_grad():
+        # One batch of all training rays, samples placed as in eval mode.
+        with batch_statistics_mode(model, stratified=False):
             model(rays)
     finally:
-        model.eval()
-        model.sampler_uniform.train_stratified = model.sampler_pdf.train_stratified = True
         for handle in handles:
             handle.remove()
-        for name, layer in layers.items():
-            layer.running_mean.copy_(saved[name][0])
-            layer.running_var.copy_(saved[name][1])
     assert len(batch_statistics) == len(layers) == 2 * (TINY_MODEL["trunk_depth"] + TINY_MODEL["colour_depth"])
     for name, layer in layers.items():
         mean, variance = batch_statistics[name]
         scale = layer.running_var.sqrt().clamp_min(1e-3)
-        assert ((mean - layer.running_mean).abs() / scale).median() < 0.15, name
-        assert (variance / layer.running_var.clamp_min(1e-6)).median().sub(1).abs() < 0.2, name
+        assert ((mean - layer.running_mean).abs() / scale).median() < 0.05, name
+        assert (variance / layer.running_var.clamp_min(1e-6)).median().sub(1).abs() < 0.05, name
+
+
+def test_eval_mode_renders_training_rays_as_well_as_train_mode(trained_bn_nerf):
+    """What the checkpoint deploys (eval mode, re-estimated statistics) scores within 0.2 dB of train
+    mode on the same 1024 random training rays rendered as ONE batch, with stratified samples and
+    the batch's own BN statistics, as a training step renders them.
+
+    Why 0.2 dB (4.7 % of the MSE): over five random ray sets the measured gap was at most 0.1 dB
+    (stratified jitter and the finite calibration sample); with nerfstudio's collider, which moves
+    the near plane to 0 outside training, it was 2.4-3.5 dB."""
+    trainer, _ = trained_bn_nerf
+    model = trainer.pipeline.model
+    dataset = trainer.pipeline.datamanager.train_dataset
+    coords = dataset.cameras.get_image_coords().reshape(-1, 2)
+    generator = torch.Generator().manual_seed(7)
+    cameras = torch.randint(len(dataset), (1024,), generator=generator)
+    pixel_indices = torch.randint(len(coords), (1024,), generator=generator)
+    images = torch.stack([image_rays(trainer.pipeline, index)[1].reshape(-1, 3) for index in range(len(dataset))])
+    pixels = images[cameras, pixel_indices]
+
+    def rays() -> RayBundle:
+        # A fresh bundle per render: the collider writes near/far into the bundle it is given, and a
+        # bundle reused from a train-mode pass would hide an eval-mode near plane of its own.
+        return dataset.cameras.generate_rays(camera_indices=cameras[:, None], coords=coords[pixel_indices])
+
+    with batch_statistics_mode(model):
+        torch.manual_seed(0)  # the stratified jitter
+        train_mode = model(rays())
+    with torch.no_grad():
+        eval_mode = model(rays())
+    for level in ("coarse", "fine"):
+        train_psnr = float(psnr(train_mode[f"rgb_{level}"], pixels))
+        eval_psnr = float(psnr(eval_mode[f"rgb_{level}"], pixels))
+        assert abs(eval_psnr - train_psnr) < 0.2, (level, train_psnr, eval_psnr)
+
+
+def test_eval_mode_samples_the_training_interval(trained_bn_nerf):
+    """Eval renders (ns-eval, ns-render, the viewer) keep the near plane training used."""
+    model = trained_bn_nerf[0].pipeline.model
+    rays, _ = image_rays(trained_bn_nerf[0].pipeline)
+    model.eval()
+    with torch.no_grad():
+        assert torch.all(model.collider(rays.flatten()).nears == model.config.collider_params["near_plane"])
 
 
 def test_checkpoint_loads_with_default_torch_load_and_renders_the_same(trained_bn_nerf):
@@ -223,27 +288,23 @@ def test_checkpoint_loads_with_default_torch_load_and_renders_the_same(trained_b
     torch.testing.assert_close(pipeline.model.get_outputs_for_camera_ray_bundle(rays)["rgb_fine"], expected)
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ns-render refuses to start without ffmpeg")
 def test_ns_eval_and_ns_render_work_on_the_checkpoint(trained_bn_nerf, tmp_path):
+    # The two commands' own entry points (tyro parsing and main()), in this process: a fresh
+    # interpreter importing nerfstudio costs several seconds per command on a loaded CPU.
     trainer, _ = trained_bn_nerf
     config_path = trainer.base_dir / "config.yml"
     metrics_path = tmp_path / "eval.json"
-    subprocess.run(
-        [NS_BIN / "ns-eval", "--load-config", config_path, "--output-path", metrics_path],
-        check=True,
-        capture_output=True,
-    )
+    tyro.cli(ns_eval.ComputePSNR, args=["--load-config", str(config_path), "--output-path", str(metrics_path)]).main()
     results = json.loads(metrics_path.read_text())["results"]
     assert 5.0 < results["psnr"] < 60.0 and 0.0 < results["fine_ssim"] <= 1.0
 
     frames = tmp_path / "frames"
-    subprocess.run(
-        # An interpolated path through the test cameras (nerfstudio 1.1.5's "spiral" path fails under
-        # torch 2.14 on a float/double mix inside nerfstudio's camera_utils, for every method).
-        [NS_BIN / "ns-render", "interpolate", "--load-config", config_path, "--output-path", frames,
-         "--output-format", "images", "--interpolation-steps", "2", "--frame-rate", "4"],
-        check=True,
-        capture_output=True,
-    )
+    # An interpolated path through the test cameras (nerfstudio 1.1.5's "spiral" path fails under
+    # torch 2.14 on a float/double mix inside nerfstudio's camera_utils, for every method).
+    render_args = ["interpolate", "--load-config", str(config_path), "--output-path", str(frames),
+                   "--output-format", "images", "--interpolation-steps", "2", "--frame-rate", "4"]
+    tyro.cli(ns_render.Commands, args=render_args).main()
     rendered = sorted(frames.glob("*.jpg")) + sorted(frames.glob("*.png"))
     assert len(rendered) >= 2
 

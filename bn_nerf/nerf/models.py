@@ -24,6 +24,7 @@ from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
+from nerfstudio.model_components.scene_colliders import NearFarCollider
 from nerfstudio.models.base_model import Model
 from nerfstudio.models.vanilla_nerf import NeRFModel, VanillaModelConfig
 from nerfstudio.utils import colormaps
@@ -78,6 +79,18 @@ class BNNeRFModel(NeRFModel):
         # Model's own setup (the near/far collider), skipping NeRFModel's, which builds its fixed
         # field and an LPIPS that downloads weights.
         Model.populate_modules(self)
+        if self.config.enable_collider:
+            # nerfstudio's collider moves the near plane to 0 outside training (reset_near_plane). With
+            # a fixed number of uniform samples that spreads eval samples over [0, far] instead of
+            # [near, far]: coarser sampling, samples where training never looked, and -- for BN -- a
+            # sample distribution whose statistics are not the ones training normalized with, which
+            # is what the checkpoint-time re-estimation would then record. Keep the training interval,
+            # as the original NeRF does for its test renders.
+            self.collider = NearFarCollider(
+                near_plane=self.config.collider_params["near_plane"],
+                far_plane=self.config.collider_params["far_plane"],
+                reset_near_plane=False,
+            )
         self.field_coarse = self.make_field()
         self.field_fine = self.make_field()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
