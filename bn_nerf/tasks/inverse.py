@@ -74,6 +74,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, defaults: PaperDefault
     parser.add_argument("--methods", nargs="+", metavar="METHOD", help="several methods in one call; replaces --method")
     parser.add_argument("--sizes", nargs="+", metavar="DEPTHxWIDTH",
                         help="several net sizes, e.g. 2x128 4x256; replaces --depth/--width")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for PyTorch (default: its own choice); 1 is often faster on a shared CPU")
     add_run_arguments(parser, defaults)
 
 
@@ -86,6 +88,8 @@ class PlannedRun:
 
 def plan_runs(args: argparse.Namespace, defaults: PaperDefaults, input_name: str) -> list[PlannedRun]:
     """Every (method, size) run asked for, each validated before anything trains."""
+    if args.threads is not None:
+        torch.set_num_threads(positive(args.threads, "--threads"))
     if args.methods and args.method:
         raise InputError("give either --method or --methods, not both")
     if args.sizes and (args.depth is not None or args.width is not None):
