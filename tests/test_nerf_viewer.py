@@ -96,6 +96,8 @@ def test_viewer_shows_a_render_in_headless_chromium(tmp_path):
          "--pipeline.model.num-importance-samples", "8", "--pipeline.datamanager.train-num-rays-per-batch", "128"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # One torch thread: chromium's software WebGL needs the other core of a 2-core machine.
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
         start_new_session=True,
     )
     page = None
