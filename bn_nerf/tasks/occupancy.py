@@ -154,19 +154,56 @@ class OccupancyTask(Task):
                 "inside_fraction": float(self.grid_labels().float().mean())}
 
     def write_outputs(self, reconstruction: torch.Tensor, out_dir: Path) -> None:
-        import trimesh
-        from skimage.measure import marching_cubes
-
-        probabilities = reconstruction.float().numpy()
-        if probabilities.min() < 0.5 <= probabilities.max():
-            vertices, faces, _, _ = marching_cubes(probabilities, level=0.5)
+        vertices, faces = surface_at_half(reconstruction)
+        if len(faces):
             positions = -HALF_EXTENT + (vertices + 0.5) * (2 * HALF_EXTENT / self.eval_resolution)
-            trimesh.Trimesh(positions, faces[:, ::-1], process=False).export(out_dir / "reconstruction.ply")
+            write_binary_ply(out_dir / "reconstruction.ply", positions, faces)
         else:
             print(f"occupancy: no surface at 0.5 on the {self.eval_resolution}^3 grid; no mesh written", file=sys.stderr)
-        predicted = shaded_views(probabilities >= 0.5)
+        predicted = shaded_views((reconstruction >= 0.5).numpy())
         truth = shaded_views(self.grid_labels().numpy())
         save_image(out_dir / "preview.png", np.concatenate([predicted, truth], axis=0))
+
+
+# Grid planes per marching-cubes slab: a float32 copy of one slab, not of the whole grid.
+MARCHING_SLAB = 64
+
+
+def surface_at_half(grid: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes at 0.5 over (R, R, R) occupancies, slab by slab along x so that memory
+    beyond the mesh itself stays bounded. Slabs share a plane; vertices on the shared planes are
+    duplicated (the mesh is a picture of the surface, not a watertight solid). Returns (vertices in
+    grid index units, faces oriented outwards)."""
+    from skimage.measure import marching_cubes
+
+    vertex_parts, face_parts, count = [], [], 0
+    for start in range(0, grid.shape[0] - 1, MARCHING_SLAB):
+        slab = grid[start:start + MARCHING_SLAB + 1].float().numpy()
+        if not slab.min() < 0.5 <= slab.max():
+            continue
+        vertices, faces, _, _ = marching_cubes(slab, level=0.5)
+        vertices[:, 0] += start
+        vertex_parts.append(vertices.astype(np.float32))
+        # skimage orients faces towards increasing values (inwards here); reverse them.
+        face_parts.append(faces[:, ::-1].astype(np.int32) + count)
+        count += len(vertices)
+    if not face_parts:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
+    return np.concatenate(vertex_parts), np.concatenate(face_parts)
+
+
+def write_binary_ply(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """A binary little-endian PLY written straight from the arrays (no in-memory copy of the file)."""
+    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\n"
+              "property float x\nproperty float y\nproperty float z\n"
+              f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")
+    records = np.empty(len(faces), dtype=[("count", "u1"), ("indices", "<i4", (3,))])
+    records["count"] = 3
+    records["indices"] = faces
+    with path.open("wb") as handle:
+        handle.write(header.encode("ascii"))
+        np.ascontiguousarray(vertices, dtype="<f4").tofile(handle)
+        records.tofile(handle)
 
 
 def load_solid(path: Path | None):
