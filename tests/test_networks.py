@@ -97,7 +97,7 @@ def test_batchnorm_after_the_relu_by_default_and_before_it_on_request():
     assert torch.allclose(features[0].var(0, unbiased=False), torch.ones(32), atol=1e-2)
 
 
-def test_relu_nets_start_from_lecun_normal_and_siren_from_its_uniform_scheme():
+def test_relu_nets_start_from_lecun_normal_weights_and_siren_from_its_uniform_scheme():
     torch.manual_seed(0)
     for method in ("relu", "pe", "bn", "bn+pe"):
         net = build_network(method, 2, 3, 3, 512)
@@ -105,7 +105,12 @@ def test_relu_nets_start_from_lecun_normal_and_siren_from_its_uniform_scheme():
             fan_in = linear.in_features
             assert linear.weight.std().item() == pytest.approx(1 / math.sqrt(fan_in), rel=0.05)
             assert abs(linear.weight.mean().item()) < 0.05 / math.sqrt(fan_in)
-            assert torch.count_nonzero(linear.bias) == 0
+            # Biases as the authors' code leaves them: uniform within +-1/sqrt(fan_in), not all zero,
+            # so the ReLU net is not positively homogeneous about the origin at initialization.
+            assert linear.bias.abs().max() <= 1 / math.sqrt(fan_in)
+            assert torch.count_nonzero(linear.bias) == linear.bias.numel()
+        for linear in net.linears[1:]:  # wide enough for a spread estimate (the head has 3 biases)
+            assert linear.bias.std().item() == pytest.approx(1 / math.sqrt(3 * linear.in_features), rel=0.15)
     siren = build_network("siren", 2, 3, 3, 512)
     assert siren.linears[0].weight.abs().max() <= 1 / 2
     bound = math.sqrt(6 / 512) / 30

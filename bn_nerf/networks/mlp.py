@@ -56,7 +56,12 @@ def make_activation(config: NetworkConfig) -> nn.Module:
 
 @torch.no_grad()
 def initialize_linear(linear: nn.Linear, config: NetworkConfig, first: bool) -> None:
-    """LeCun normal for ReLU/PE/normalized nets (the paper), SIREN's uniform scheme for sine nets.
+    """LeCun normal weights for ReLU/PE/normalized nets (the paper), SIREN's uniform scheme for sine nets.
+
+    ReLU-family biases keep nn.Linear's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as in the
+    authors' code: zero biases would make the whole ReLU net positively homogeneous at
+    initialization (every kink through the origin), which cripples the ReLU baseline and leaves its
+    1D NTK with a handful of non-zero eigenvalues.
 
     WIRE keeps PyTorch's default initialization, as its reference implementation does, and so does
     every layer when `config.init_scheme` is "torch_default" (nn.Linear already initialized it).
@@ -66,7 +71,6 @@ def initialize_linear(linear: nn.Linear, config: NetworkConfig, first: bool) -> 
     fan_in = linear.in_features
     if config.activation == "relu":
         nn.init.normal_(linear.weight, 0.0, 1.0 / math.sqrt(fan_in))
-        nn.init.zeros_(linear.bias)
     elif config.activation == "sine":
         bound = 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / config.sine_omega0
         nn.init.uniform_(linear.weight, -bound, bound)
