@@ -43,9 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         mode.add_argument("--norm-placement", choices=["after", "before"], default="after",
                           help="BN after the ReLU (paper text, default) or before it (authors' code)")
         mode.add_argument("--init", choices=["method", "torch_default"], default="method",
-                          help="initialization: the method's own (LeCun normal, zero biases, default) or PyTorch's "
-                               "(uniform, nonzero biases); with zero biases a 1D ReLU net is positively homogeneous "
-                               "at initialization, so its NTK has only a handful of nonzero eigenvalues")
+                          help="initialization: the method's own (LeCun-normal weights, nn.Linear's uniform biases; default) "
+                               "or PyTorch's (uniform weights with 1/3 of LeCun's variance, the same biases)")
         mode.add_argument("--threads", type=int, default=1,
                           help="PyTorch CPU threads (default 1: on a busy shared CPU one thread was up to 10x faster "
                                "than two, which wait on each other in every small kernel)")
