@@ -75,7 +75,9 @@ def per_sample_kernel(net: torch.nn.Module, coords: torch.Tensor) -> torch.Tenso
 
 @pytest.mark.parametrize(
     "method, overrides",
-    [("relu", {}), ("bn", {}), ("bn", {"norm_placement": "before"}), ("bn+pe", {"pe_octaves": 2}), ("mfn", {})],
+    # relu and bn take the closed-form backward, ln the chain walk through autograd, mfn the
+    # parameter-blocked Jacobians.
+    [("relu", {}), ("bn", {}), ("bn", {"norm_placement": "before"}), ("bn+pe", {"pe_octaves": 2}), ("ln", {}), ("mfn", {})],
 )
 def test_kernel_matches_finite_difference_jacobian(method, overrides):
     net = tiny_net(method, **overrides)
@@ -83,7 +85,21 @@ def test_kernel_matches_finite_difference_jacobian(method, overrides):
     jacobian = finite_difference_jacobian(net, coords)
     expected = jacobian @ jacobian.T
     kernel = empirical_ntk(net, coords)
+    assert not kernel.requires_grad
     assert torch.allclose(kernel, expected, rtol=1e-6, atol=1e-6 * expected.abs().max())
+
+
+@pytest.mark.parametrize("placement", ["after", "before"])
+def test_fewer_coordinates_than_layer_inputs(placement):
+    # 6 coordinates against 6 hidden features plus the bias: the input Gram matrix is then
+    # factored by QR instead of used as [h, 1] itself. (An odd count would put x = 0 on the grid,
+    # which BN-before-ReLU maps exactly onto the ReLU's kink, where finite differences average the
+    # two one-sided slopes.)
+    net = tiny_net("bn", norm_placement=placement)
+    coords = tiny_coords(6)
+    jacobian = finite_difference_jacobian(net, coords)
+    expected = jacobian @ jacobian.T
+    assert torch.allclose(empirical_ntk(net, coords), expected, rtol=1e-6, atol=1e-6 * expected.abs().max())
 
 
 def test_two_outputs_and_tiny_working_blocks_give_the_same_kernel():
