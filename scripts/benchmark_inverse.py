@@ -98,12 +98,12 @@ def memory(args: argparse.Namespace) -> None:
     task = OccupancyTask(BumpySphere(), 200_000, 20_000, args.resolution)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        metrics, _ = fit(task, RunSpec(args.method, 2, 128), TrainConfig(args.iterations, 5e-3, 5e-4, checkpoint_every=0,
+        metrics, _ = fit(task, RunSpec(args.method, args.depth, args.width), TrainConfig(args.iterations, 5e-3, 5e-4, checkpoint_every=0,
                                                                          show_progress=False),
                          Path(scratch), extra_metrics=task.extra_metrics)
         mesh_bytes = (Path(scratch) / "reconstruction.ply").stat().st_size
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    print(f"{args.resolution}^3 IoU evaluation, {args.method} 2x128, {args.iterations} iterations: "
+    print(f"{args.resolution}^3 IoU evaluation, {args.method} {args.depth}x{args.width}, {args.iterations} iterations: "
           f"iou {metrics['iou']:.4f}, peak RSS {peak:.2f} GiB (before the task {before:.2f} GiB), "
           f"mesh {mesh_bytes / 2 ** 20:.0f} MiB, {time.perf_counter() - started:.0f} s")
 
@@ -122,7 +122,11 @@ def main() -> None:
     quality_parser.add_argument("--json")
     memory_parser = commands.add_parser("memory")
     memory_parser.add_argument("--resolution", type=int, default=512)
-    memory_parser.add_argument("--method", default="bn")
+    memory_parser.add_argument("--method", default="bn+pe")
+    # Evaluation runs without gradients, so its peak grows with the width (one layer's activations
+    # per chunk) and the grid, not the depth: one 256-wide layer measures a 2x256 net's peak cheaply.
+    memory_parser.add_argument("--depth", type=int, default=1)
+    memory_parser.add_argument("--width", type=int, default=256)
     memory_parser.add_argument("--iterations", type=int, default=50)
     memory_parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
