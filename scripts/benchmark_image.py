@@ -151,7 +151,7 @@ def quality(args: argparse.Namespace) -> dict:
             metrics, _ = fit(ImageTask(image), RunSpec(method, 10, 28),
                              TrainConfig(args.iterations, paper_learning_rate(method), checkpoint_every=0,
                                          show_progress=False),
-                             Path(out), extra_metrics=ImageTask(image).compression_metrics)
+                             Path(out))
         results["methods"][method] = {key: metrics[key] for key in
                                       ("psnr", "psnr_train_mode", "ssim", "bpp_folded_32", "learning_rate", "seconds")}
         print(f"{method:6s} {metrics['psnr']:.2f} dB (train mode {metrics['psnr_train_mode']:.2f}) "

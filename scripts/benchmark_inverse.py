@@ -70,7 +70,7 @@ def quality(args: argparse.Namespace) -> None:
             spec = RunSpec(method, budget["depth"], budget["width"], overrides)
             train = TrainConfig(budget["iterations"], budget["lr"], final_learning_rate=budget.get("lr_final"),
                                 checkpoint_every=0, show_progress=False)
-            metrics, _ = fit(task, spec, train, Path(scratch) / method, extra_metrics=getattr(task, "extra_metrics", None))
+            metrics, _ = fit(task, spec, train, Path(scratch) / method)
             rows.append(metrics)
             print(f"{method}: {metric} {metrics[metric]:.4f} (train mode {metrics[metric + '_train_mode']:.4f}) "
                   f"{metrics['seconds']:.0f} s", flush=True)
@@ -100,7 +100,7 @@ def memory(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         metrics, _ = fit(task, RunSpec(args.method, args.depth, args.width), TrainConfig(args.iterations, 5e-3, 5e-4, checkpoint_every=0,
                                                                          show_progress=False),
-                         Path(scratch), extra_metrics=task.extra_metrics)
+                         Path(scratch))
         mesh_bytes = (Path(scratch) / "reconstruction.ply").stat().st_size
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print(f"{args.resolution}^3 IoU evaluation, {args.method} {args.depth}x{args.width}, {args.iterations} iterations: "

@@ -30,6 +30,8 @@ class PaperDefaults:
     normalized_learning_rate: float | None = None
     final_learning_rate: float | None = None
     method: str = "bn+pe"
+    # The paper's "[hidden layers x hidden features]" net sizes for the task (configs/<task>/*.json).
+    sizes: tuple[tuple[int, int], ...] = ()
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: PaperDefaults) -> None:

@@ -47,6 +47,11 @@ class Task(abc.ABC):
         """
         self.reconstruct(net)
 
+    def extra_metrics(self, net: nn.Module) -> dict:
+        """Figures that need the final, eval-mode network itself (bits per pixel, a classical
+        reference row, ...). None by default."""
+        return {}
+
     def write_outputs(self, reconstruction: torch.Tensor, out_dir: Path) -> None:
         """Files a user looks at (images, error maps, meshes). Nothing by default."""
 

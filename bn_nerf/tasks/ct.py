@@ -30,9 +30,11 @@ from bn_nerf.plots import save_error_map
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
 from bn_nerf.tasks.image import psnr_from_mse
-from bn_nerf.tasks.inverse import FixedCoordinates, add_common_arguments, grid_coordinates, plan_runs, positive, run_planned
+from bn_nerf.tasks.coordinates import FixedCoordinates, grid_coordinates
+from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
-PAPER_DEFAULTS = PaperDefaults(depth=4, width=256, iterations=20_000, learning_rate=5e-4, method="bn+pe")
+PAPER_DEFAULTS = PaperDefaults(depth=4, width=256, iterations=20_000, learning_rate=5e-4, method="bn+pe",
+                              sizes=((2, 128), (2, 256), (4, 128), (4, 256), (8, 256)))
 PAPER_SIZE = 512
 PAPER_PROJECTIONS = 100
 EMBEDDED_DEFAULT = "shepp_logan"
@@ -142,14 +144,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=PAPER_SIZE, help=f"image side in pixels (default {PAPER_SIZE}, the paper's)")
     parser.add_argument("--projections", type=int, default=PAPER_PROJECTIONS,
                         help=f"parallel-beam projections over [0, 180) degrees (default {PAPER_PROJECTIONS}, the paper's)")
-    add_common_arguments(parser, PAPER_DEFAULTS, "outputs/ct")
+    add_task_arguments(parser, PAPER_DEFAULTS, "outputs/ct")
 
 
 def run(args: argparse.Namespace) -> int:
     positive(args.size, "--size")
     positive(args.projections, "--projections")
     name, image = prepare_image(args.image, args.size)
-    runs = plan_runs(args, PAPER_DEFAULTS, name)
+    runs = plan_runs(args, PAPER_DEFAULTS, [name])
     task = CTTask(image, args.projections, label=name)
-    run_planned(args, task, runs, task.extra_metrics, summary_keys=("psnr", "ssim"))
+    fit_runs(args, runs, lambda planned: task, summary_keys=("psnr", "ssim"))
     return 0

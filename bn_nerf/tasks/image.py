@@ -14,10 +14,7 @@ Output layout: a single run (one image, one method, one size) writes its files s
 from __future__ import annotations
 
 import argparse
-import copy
-import csv
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +26,22 @@ from torch import nn
 from bn_nerf.errors import InputError
 from bn_nerf.io import IMAGE_SUFFIXES, load_image, require_file, save_image
 from bn_nerf.networks import fold_normalization, stored_value_count
-from bn_nerf.networks.mlp import CoordinateMLP
 from bn_nerf.plots import save_error_map, save_rate_distortion_plot, save_spectra
-from bn_nerf.tasks.arguments import PaperDefaults, add_run_arguments, resolve_run
+from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
-from bn_nerf.tasks.trainer import METRICS_FILE, CHECKPOINT_FILE, RunSpec, TrainConfig, fit, validate_run
+from bn_nerf.tasks.coordinates import FixedCoordinates, grid_coordinates
+from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
 PAPER_DEFAULTS = PaperDefaults(depth=10, width=28, iterations=50_000, learning_rate=2e-4,
-                               normalized_learning_rate=1e-2, method="bn+pe")
-# The paper's five "[hidden layers x hidden features]" net sizes (configs/image/*.json).
-PAPER_SIZES = ((5, 20), (5, 30), (10, 28), (10, 40), (13, 49))
+                               normalized_learning_rate=1e-2, method="bn+pe",
+                               sizes=((5, 20), (5, 30), (10, 28), (10, 40), (13, 49)))
 EMBEDDED_DEFAULT = "astronaut"
-RUNS_CSV = "runs.csv"
 RATE_DISTORTION_PLOT = "rate_distortion.png"
 
 
 def pixel_coordinates(height: int, width: int) -> torch.Tensor:
     """(H*W, 2) pixel-centre coordinates (x, y) in [-1, 1], row-major like the image's pixels."""
-    rows = torch.linspace(-1.0, 1.0, height)
-    columns = torch.linspace(-1.0, 1.0, width)
-    y, x = torch.meshgrid(rows, columns, indexing="ij")
-    return torch.stack([x, y], dim=-1).reshape(-1, 2)
+    return grid_coordinates((height, width)).flip(-1)
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -79,34 +71,21 @@ class ImageTask(Task):
         self.batch_size = batch_size
         self.target = torch.from_numpy(image.copy())
         self.pixels = self.target.reshape(-1, self.out_dim)
-        self.coordinates = pixel_coordinates(self.height, self.width)
-        # The coordinates never change, so a CoordinateMLP's (parameter-free) encoding of them is
-        # computed once per network and reused every step: PE's sin/cos are a large share of a step.
-        self._encoded: torch.Tensor | None = None
-        self._encoded_by: nn.Module | None = None
+        self.grid = FixedCoordinates(pixel_coordinates(self.height, self.width))
 
     @property
     def pixel_count(self) -> int:
         return self.height * self.width
 
-    def _predict(self, net: nn.Module, index: torch.Tensor | None = None) -> torch.Tensor:
-        if not isinstance(net, CoordinateMLP):
-            return net(self.coordinates if index is None else self.coordinates[index])
-        if self._encoded_by is not net.encoding or self._encoded.device != self.coordinates.device:
-            with torch.no_grad():
-                self._encoded = net.encoding(self.coordinates)
-            self._encoded_by = net.encoding
-        return net.forward_encoded(self._encoded if index is None else self._encoded[index])
-
     def training_loss(self, net: nn.Module, generator: torch.Generator) -> torch.Tensor:
         if self.batch_size is None:
-            return F.mse_loss(self._predict(net), self.pixels)
+            return F.mse_loss(self.grid.predict(net), self.pixels)
         index = torch.randint(self.pixel_count, (self.batch_size,), generator=generator).to(self.pixels.device)
-        return F.mse_loss(self._predict(net, index), self.pixels[index])
+        return F.mse_loss(self.grid.predict(net, index), self.pixels[index])
 
     def reconstruct(self, net: nn.Module) -> torch.Tensor:
         # All pixels in one batch: in train mode BN then normalizes with the whole image's statistics.
-        return self._predict(net).reshape(self.height, self.width, self.out_dim)
+        return self.grid.predict(net).reshape(self.height, self.width, self.out_dim)
 
     def metrics(self, reconstruction: torch.Tensor) -> dict[str, float]:
         """PSNR and SSIM of the reconstruction clipped to [0, 1], as a decoder would display it."""
@@ -119,7 +98,11 @@ class ImageTask(Task):
     def progress(self, loss: float) -> dict[str, float]:
         return {"psnr": psnr_from_mse(loss)}
 
-    def compression_metrics(self, net: nn.Module) -> dict:
+    def to(self, device: torch.device) -> "ImageTask":
+        self.grid.to(device)
+        return super().to(device)
+
+    def extra_metrics(self, net: nn.Module) -> dict:
         """Bits per pixel of the trained net and of the folded one a decoder stores, and the folded
         net's PSNR (equal to the eval-mode figure, as a check on the folding)."""
         folded = fold_normalization(net)
@@ -147,31 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path,
                         help=f"an image file, or a folder of images (e.g. Kodak's kodim01..24.png); "
                              f"default: scikit-image's '{EMBEDDED_DEFAULT}' photo (512x512 RGB)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/image"), help="output folder")
-    parser.add_argument("--methods", nargs="+", metavar="METHOD",
-                        help="several methods in one call (for a rate-distortion plot); replaces --method")
-    parser.add_argument("--sizes", nargs="+", metavar="DEPTHxWIDTH",
-                        help="several net sizes, e.g. 5x20 10x28 (the paper's: "
-                             + " ".join(f"{d}x{w}" for d, w in PAPER_SIZES) + "); replaces --depth/--width")
     parser.add_argument("--downscale", type=int, default=1,
                         help="shrink every image by this integer factor (anti-aliased) before fitting, for CPU runs")
     parser.add_argument("--batch-size", type=int,
                         help="random pixels per step (default: all pixels, as the paper)")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads for PyTorch (default: its own choice); 1 is many times faster "
-                             "when other jobs share the cores (see BENCHMARKS.md)")
-    add_run_arguments(parser, PAPER_DEFAULTS)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    try:
-        depth, width = (int(part) for part in parts)
-    except ValueError:
-        raise InputError(f"net size '{text}' is not DEPTHxWIDTH (e.g. 10x28)") from None
-    if depth <= 0 or width <= 0:
-        raise InputError(f"net size '{text}': depth and width must be > 0")
-    return depth, width
+    add_task_arguments(parser, PAPER_DEFAULTS, "outputs/image")
 
 
 def downscaled(image: np.ndarray, factor: int, label: str) -> np.ndarray:
@@ -203,78 +166,16 @@ def load_images(source: Path | None) -> list[tuple[str, np.ndarray]]:
     return [(source.stem, load_image(require_file(source)))]
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    image_name: str
-    spec: RunSpec
-    train: TrainConfig
-    out_dir: Path
-
-
-def plan_runs(args: argparse.Namespace, image_names: list[str]) -> list[PlannedRun]:
-    """Every (image, method, size) run asked for, each validated before anything trains."""
-    if args.methods and args.method:
-        raise InputError("give either --method or --methods, not both")
-    if args.sizes and (args.depth is not None or args.width is not None):
-        raise InputError("give either --sizes or --depth/--width, not both")
-    methods = args.methods or [args.method]
-    sizes = [parse_size(text) for text in args.sizes] if args.sizes else [(args.depth, args.width)]
-    single = len(image_names) == 1 and len(methods) == 1 and len(sizes) == 1 and not (args.image and args.image.is_dir())
-    runs = []
-    for method in methods:
-        for depth, width in sizes:
-            run_args = copy.copy(args)
-            run_args.method, run_args.depth, run_args.width = method, depth, width
-            spec, train = resolve_run(run_args, PAPER_DEFAULTS)
-            validate_run(spec, train)
-            for name in image_names:
-                out_dir = args.out if single else args.out / name / f"{spec.method}_{spec.depth}x{spec.width}"
-                runs.append(PlannedRun(name, spec, train, out_dir))
-    return runs
-
-
-CSV_LEADING = ("image", "method", "depth", "width", "psnr", "psnr_train_mode", "ssim", "bpp_32", "bpp_16",
-               "bpp_folded_32", "bpp_folded_16", "params", "params_folded", "iterations", "seconds", "seed")
-
-
-def write_runs_csv(path: Path, rows: list[dict]) -> None:
-    columns = list(CSV_LEADING) + sorted({key for row in rows for key in row} - set(CSV_LEADING))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.downscale <= 0:
-        raise InputError(f"--downscale must be a positive integer, got {args.downscale}")
-    if args.batch_size is not None and args.batch_size <= 0:
-        raise InputError(f"--batch-size must be > 0, got {args.batch_size}")
-    if args.threads is not None:
-        if args.threads <= 0:
-            raise InputError(f"--threads must be > 0, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    # Read and check every image and every run before training anything, so that bad input
-    # anywhere fails at once and leaves no half-finished folder of results behind.
-    images = [(name, downscaled(image, args.downscale, name)) for name, image in load_images(args.image)]
-    runs = plan_runs(args, [name for name, _ in images])
-    pixels_of = dict(images)
-    multiple = len(runs) > 1 or (args.image is not None and args.image.is_dir())
-    rows = []
-    for planned in runs:
-        task = ImageTask(pixels_of[planned.image_name], args.batch_size, label=planned.image_name)
-        # Several runs: resume those that left a checkpoint and start the others afresh.
-        resume = args.resume and (not multiple or (planned.out_dir / CHECKPOINT_FILE).is_file())
-        metrics, _ = fit(task, planned.spec, planned.train, planned.out_dir, resume=resume,
-                         extra_metrics=task.compression_metrics)
-        rows.append(metrics)
-        print(f"{planned.image_name} {planned.spec.method} {planned.spec.depth}x{planned.spec.width}: "
-              f"PSNR {metrics['psnr']:.2f} dB (train mode {metrics['psnr_train_mode']:.2f}), "
-              f"SSIM {metrics['ssim']:.4f}, {metrics['bpp_folded_32']:.3f} bpp folded at 32 bits, "
-              f"{metrics['seconds']:.1f} s -> {planned.out_dir / METRICS_FILE}")
-    if multiple:
-        write_runs_csv(args.out / RUNS_CSV, rows)
+    positive(args.downscale, "--downscale")
+    if args.batch_size is not None:
+        positive(args.batch_size, "--batch-size")
+    images = dict((name, downscaled(image, args.downscale, name)) for name, image in load_images(args.image))
+    runs = plan_runs(args, PAPER_DEFAULTS, list(images), several_inputs=args.image is not None and args.image.is_dir())
+    rows = fit_runs(args, runs, lambda planned: ImageTask(images[planned.input_name], args.batch_size, planned.input_name),
+                    summary_keys=("psnr", "ssim", "bpp_folded_32"))
+    if len(rows) > 1 or runs[0].out_dir != args.out:
         save_rate_distortion_plot(args.out / RATE_DISTORTION_PLOT, rows,
                                   title=f"{len(images)} image(s), {runs[0].train.iterations} iterations")
-        print(f"{len(rows)} runs -> {args.out / RUNS_CSV}, {args.out / RATE_DISTORTION_PLOT}")
+        print(f"rate-distortion plot -> {args.out / RATE_DISTORTION_PLOT}")
     return 0

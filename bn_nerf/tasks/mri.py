@@ -35,9 +35,11 @@ from bn_nerf.phantom3d import head_phantom
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
 from bn_nerf.tasks.image import psnr_from_mse
-from bn_nerf.tasks.inverse import FixedCoordinates, add_common_arguments, grid_coordinates, plan_runs, positive, run_planned
+from bn_nerf.tasks.coordinates import FixedCoordinates, grid_coordinates
+from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
-PAPER_DEFAULTS = PaperDefaults(depth=4, width=256, iterations=1_000, learning_rate=2e-3, method="bn+pe")
+PAPER_DEFAULTS = PaperDefaults(depth=4, width=256, iterations=1_000, learning_rate=2e-3, method="bn+pe",
+                              sizes=((2, 256), (4, 256)))
 PAPER_SIZE = 96
 DEFAULT_MASK = "variable-density"
 DEFAULT_FRACTION = 0.25
@@ -145,7 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampled-fraction", type=float, default=DEFAULT_FRACTION,
                         help=f"fraction of k-space measured by random, variable-density and radial masks (default {DEFAULT_FRACTION})")
     parser.add_argument("--mask-seed", type=int, default=0, help="seed of the random masks")
-    add_common_arguments(parser, PAPER_DEFAULTS, "outputs/mri")
+    add_task_arguments(parser, PAPER_DEFAULTS, "outputs/mri")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
     if args.mask != "full" and not 0.0 < args.sampled_fraction <= 1.0:
         raise InputError(f"--sampled-fraction must be in (0, 1], got {args.sampled_fraction}")
     name, volume = prepare_volume(args.volume, args.size)
-    runs = plan_runs(args, PAPER_DEFAULTS, name)
+    runs = plan_runs(args, PAPER_DEFAULTS, [name])
     mask = sampling_mask(args.mask, volume.shape, args.sampled_fraction, seed=args.mask_seed)
     task = MRITask(volume, mask, label=name, mask_kind=args.mask)
-    run_planned(args, task, runs, task.extra_metrics, summary_keys=("psnr", "ssim"))
+    fit_runs(args, runs, lambda planned: task, summary_keys=("psnr", "ssim"))
     return 0

@@ -35,10 +35,10 @@ from bn_nerf.io_meshes import load_mesh, normalized_to_unit_cube
 from bn_nerf.shapes.solids import BASE_RESOLUTION, HALF_EXTENT, BumpySphere, MeshSolid
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
-from bn_nerf.tasks.inverse import add_common_arguments, plan_runs, positive, run_planned
+from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
 PAPER_DEFAULTS = PaperDefaults(depth=2, width=256, iterations=1_000, learning_rate=5e-3,
-                               final_learning_rate=5e-4, method="bn+pe")
+                               final_learning_rate=5e-4, method="bn+pe", sizes=((2, 128), (2, 256)))
 PAPER_POINTS_PER_ITERATION = 200_000
 PAPER_EVAL_RESOLUTION = 512
 DEFAULT_POOL = 1_000_000
@@ -222,14 +222,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"training points per step (default {PAPER_POINTS_PER_ITERATION}, the paper's)")
     parser.add_argument("--pool-points", type=int, default=DEFAULT_POOL,
                         help=f"labelled training points drawn from (default {DEFAULT_POOL}; half uniform, half near the surface)")
-    add_common_arguments(parser, PAPER_DEFAULTS, "outputs/occupancy")
+    add_task_arguments(parser, PAPER_DEFAULTS, "outputs/occupancy")
 
 
 def run(args: argparse.Namespace) -> int:
     for flag in ("pool_points", "points_per_iteration", "eval_resolution"):
         positive(getattr(args, flag), "--" + flag.replace("_", "-"))
     solid = load_solid(args.mesh)
-    runs = plan_runs(args, PAPER_DEFAULTS, solid.name)
+    runs = plan_runs(args, PAPER_DEFAULTS, [solid.name])
     task = OccupancyTask(solid, args.pool_points, args.points_per_iteration, args.eval_resolution, seed=args.seed)
-    run_planned(args, task, runs, task.extra_metrics, summary_keys=("iou",))
+    fit_runs(args, runs, lambda planned: task, summary_keys=("iou",))
     return 0

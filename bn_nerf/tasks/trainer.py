@@ -89,13 +89,11 @@ def _learning_rate_factor(train: TrainConfig):
     return lambda step: ratio ** min(step / train.iterations, 1.0)
 
 
-def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bool = False,
-        extra_metrics=None) -> tuple[dict, nn.Module]:
+def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bool = False) -> tuple[dict, nn.Module]:
     """Train `spec`'s network on `task` and write the run's outputs into `out_dir`.
 
     `metrics.json` is written last, atomically, so a folder holding one is a finished run; any
-    older one is removed first. `extra_metrics(net)` adds task-specific figures (e.g. bpp) that
-    need the final network. Returns (metrics, network in eval mode).
+    older one is removed first. Returns (metrics, network in eval mode).
     """
     validate_run(spec, train)
     out_dir = Path(out_dir)
@@ -175,8 +173,7 @@ def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bo
         "seconds": round(elapsed, 3), "params": stored_value_count(net), "device": device.type,
         **quality, f"{task.primary_metric}_train_mode": train_mode,
     }
-    if extra_metrics is not None:
-        metrics.update(extra_metrics(net))
+    metrics.update(task.extra_metrics(net))
     task.write_outputs(reconstruction, out_dir)
     network_state = {"spec": dataclasses.asdict(spec), "network": net.state_dict()}
     _write_atomically(out_dir / NETWORK_FILE, lambda path: torch.save(network_state, path))
