@@ -1,0 +1,166 @@
+"""`bn-nerf-demo`: the README's main job on a fresh machine, without downloads or a GPU.
+
+1. writes the embedded procedural scene (bn_nerf.nerf.scene) unless it is already there;
+2. trains a CPU preset with nerfstudio's own training loop (the run ns-train would make: config.yml,
+   checkpoints whose BN statistics are re-estimated at save time, tensorboard logs);
+3. loads the final checkpoint the way ns-eval does and reports test PSNR/SSIM in eval mode, i.e.
+   with BN's running statistics, as the checkpoint deploys;
+4. renders a camera that is in none of the scene's splits and saves it as a PNG beside the
+   ray-traced truth for that camera, with its PSNR. No ffmpeg is needed (ns-render's video path
+   needs it) and no viewer is started unless asked.
+
+The run folder it prints loads in `ns-eval`, `ns-render` and `ns-viewer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+METHODS = ("bn-nerf-cpu", "bn-diner-cpu")
+# Steps for a run of under five minutes end to end on 2 shared CPU cores with one torch thread.
+# Measured (load average about 4): bn-nerf-cpu 240 steps, 290 s, test PSNR 18.3 dB; bn-diner-cpu
+# 600 steps, 281 s, 10.2 dB -- its CPU preset learns far more slowly per second here, hence the
+# default method. Change with --steps; see BENCHMARKS.md "NeRF".
+DEFAULT_STEPS = {"bn-nerf-cpu": 240, "bn-diner-cpu": 600}
+# A viewpoint outside the scene's camera set: azimuth and elevation in degrees.
+NOVEL_VIEW = (37.0, 33.0)
+
+
+def novel_camera(size: int):
+    """A nerfstudio camera of the scene's intrinsics at NOVEL_VIEW, and its ray-traced RGBA truth."""
+    from nerfstudio.cameras.cameras import Cameras, CameraType
+
+    from bn_nerf.nerf.scene import CAMERA_ANGLE_X, CAMERA_DISTANCE, look_at_pose, render_view
+
+    azimuth, elevation = (math.radians(angle) for angle in NOVEL_VIEW)
+    position = CAMERA_DISTANCE * np.array(
+        [math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)]
+    )
+    pose = look_at_pose(position)
+    focal = 0.5 * size / math.tan(0.5 * CAMERA_ANGLE_X)
+    camera = Cameras(
+        camera_to_worlds=torch.from_numpy(pose[:3, :4]).float()[None],
+        fx=focal,
+        fy=focal,
+        cx=size / 2,
+        cy=size / 2,
+        width=size,
+        height=size,
+        camera_type=CameraType.PERSPECTIVE,
+    )
+    return camera, render_view(pose, size)
+
+
+def train(method: str, normalization: str, scene: Path, output: Path, steps: int, viewer: bool) -> Path:
+    """nerfstudio's training loop on the method's registered configuration; returns config.yml."""
+    from nerfstudio.plugins.registry import discover_methods
+    from nerfstudio.scripts.train import train_loop
+
+    config = copy.deepcopy(discover_methods()[0][method])
+    config.pipeline.datamanager.data = scene
+    config.pipeline.model.normalization = normalization
+    config.output_dir = output
+    config.max_num_iterations = steps
+    for group in config.optimizers.values():
+        if group["scheduler"] is not None:  # decay over this run, not over the preset's length
+            group["scheduler"].max_steps = steps
+    config.vis = "viewer" if viewer else "tensorboard"
+    config.viewer.quit_on_train_completion = True  # the report follows training; ns-viewer reopens the run
+    # Test metrics come once, from the saved checkpoint; periodic eval renders would only cost time.
+    config.steps_per_eval_image = config.steps_per_eval_batch = config.steps_per_eval_all_images = steps + 1
+    config.set_timestamp()
+    config.save_config()
+    train_loop(local_rank=0, world_size=1, config=config)
+    return config.get_base_dir() / "config.yml"
+
+
+def evaluate(config_path: Path, output: Path, size: int) -> dict:
+    """Test metrics and the novel view from the saved checkpoint, loaded as ns-eval loads it."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from bn_nerf.nerf.metrics import image_metrics
+
+    _, pipeline, _, step = eval_setup(config_path, test_mode="test")  # eval mode: BN running statistics
+    test = pipeline.get_average_eval_image_metrics()
+    camera, truth_rgba = novel_camera(size)
+    rendered = pipeline.model.get_outputs_for_camera_ray_bundle(camera.generate_rays(camera_indices=0, keep_shape=True))
+    image = rendered["rgb"].clamp(0, 1)
+    truth_rgba = torch.from_numpy(truth_rgba).float()
+    # On white, as the Blender parser composites the training images and the model renders.
+    truth = truth_rgba[..., :3] * truth_rgba[..., 3:] + (1 - truth_rgba[..., 3:])
+    novel = image_metrics(image, truth)
+    novel_path = output / "novel_view.png"
+    side_by_side = torch.cat([truth, image], dim=1)
+    Image.fromarray((side_by_side.numpy() * 255).round().astype(np.uint8)).save(output / "novel_view_vs_truth.png")
+    Image.fromarray((image.numpy() * 255).round().astype(np.uint8)).save(novel_path)
+    return {
+        "step": step,
+        "test_psnr": test["psnr"],
+        "test_ssim": test["fine_ssim"],
+        "test_images": len(pipeline.datamanager.eval_dataset),
+        "novel_view_psnr": novel["psnr"],
+        "novel_view_ssim": novel["ssim"],
+        "novel_view": str(novel_path),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bn-nerf-demo",
+        description="Write the embedded scene, train a CPU preset of bn-nerf or bn-diner on it, report test PSNR/SSIM "
+        "in eval mode and save a rendered novel view. Leaves a run that ns-eval, ns-render and ns-viewer load.",
+    )
+    parser.add_argument("--output", type=Path, default=Path("outputs/bn-nerf-demo"), help="folder for the scene and the run")
+    parser.add_argument("--method", choices=METHODS, default="bn-nerf-cpu")
+    parser.add_argument("--normalization", choices=("batch", "none"), default="batch", help="none: the BN-off baseline")
+    parser.add_argument("--steps", type=int, help="training steps (default: about four CPU minutes for the method)")
+    parser.add_argument("--size", type=int, default=100, help="image size of the generated scene (default 100)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared 2-core CPU one thread trains faster than two)")
+    parser.add_argument("--viewer", action="store_true", help="serve nerfstudio's viewer while training")
+    args = parser.parse_args(argv)
+    steps = DEFAULT_STEPS[args.method] if args.steps is None else args.steps
+    if steps < 1 or args.threads < 1 or args.size < 8:
+        print("bn-nerf-demo: error: --steps and --threads must be positive and --size at least 8", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+
+    from bn_nerf.nerf.scene import write_scene
+
+    started = time.perf_counter()
+    scene = args.output / "scene"
+    if not (scene / "transforms_test.json").is_file():
+        write_scene(scene, size=args.size)
+    config_path = train(args.method, args.normalization, scene, args.output / "runs", steps, args.viewer)
+    trained = time.perf_counter()
+    report = evaluate(config_path, args.output, args.size)
+    report.update(
+        method=args.method,
+        normalization=args.normalization,
+        config=str(config_path),
+        seconds_to_trained=round(trained - started, 1),
+        total_seconds=round(time.perf_counter() - started, 1),
+    )
+    (args.output / "report.json").write_text(json.dumps(report, indent=2))
+    print(
+        f"{args.method} (normalization={args.normalization}), {steps} steps: test PSNR {report['test_psnr']:.2f} dB, "
+        f"SSIM {report['test_ssim']:.3f} (eval mode); novel view PSNR {report['novel_view_psnr']:.2f} dB -> "
+        f"{report['novel_view']}; {report['total_seconds']:.0f} s in all\n"
+        f"  ns-eval --load-config {config_path} --output-path {args.output / 'eval.json'}\n"
+        f"  ns-viewer --load-config {config_path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
