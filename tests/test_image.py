@@ -24,15 +24,6 @@ from bn_nerf.tasks.image import ImageTask, load_images
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small images gain nothing from a second thread, and on a shared 2-core machine two OpenMP
-    # threads per process slow every step many times over.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def real_photo(height: int, width: int, name: str = "astronaut") -> np.ndarray:
     pixels = getattr(data, name)() / 255.0

@@ -48,15 +48,6 @@ TINY_MODEL = dict(
 TINY_DINER = dict(TINY_MODEL, skip_connections=(), hash_resolution=32, log2_hashmap_size=14)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Measured on the shared 2-core machine: ten training steps of the tiny model took 2.1 s with
-    # torch's two threads and 0.7 s with one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def tiny_scene(tmp_path_factory) -> Path:

@@ -17,15 +17,6 @@ from bn_nerf import build_network, fold_normalization, reestimate_batchnorm
 from bn_nerf.networks import PRESETS, stored_value_count
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tiny nets gain nothing from a second thread, and on a shared 2-core machine two
-    # OpenMP threads per process slow every step many times over.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def photo(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(coordinates in [-1, 1]^2, RGB pixels) of a real photo shrunk to size x size."""

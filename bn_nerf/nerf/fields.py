@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Dict, Literal, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.data.scene_box import SceneBox

@@ -15,7 +15,6 @@ Each answers `inside(points)` (bool per point) and draws `surface_points(count, 
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
