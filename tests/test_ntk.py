@@ -20,14 +20,6 @@ from bn_nerf.cli import main
 from bn_nerf.networks import build_network
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny kernels on a shared 2-core CPU: two threads wait on each other far longer than they compute.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def tiny_net(method: str, out_dim: int = 1, **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
