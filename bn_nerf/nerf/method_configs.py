@@ -80,29 +80,38 @@ bn_diner = MethodSpecification(
 
 # CPU-practical presets: a few CPU minutes give a recognizable scene at 100x100. Not the paper's sizes.
 CPU_STEPS = 2000
-bn_nerf_cpu = MethodSpecification(
-    config=BatchNormTrainerConfig(
-        method_name="bn-nerf-cpu",
+CPU_MODEL_OPTIONS = dict(eval_num_rays_per_chunk=4096, batchnorm_calibration_rays=4096)
+
+
+def _cpu_trainer(method_name: str, model: BNNeRFModelConfig, rays_per_batch: int, optimizers: dict) -> BatchNormTrainerConfig:
+    """What both CPU presets share: the CPU device, the viewer's chunk, step counts."""
+    return BatchNormTrainerConfig(
+        method_name=method_name,
         vis="viewer",
         machine=MachineConfig(device_type="cpu"),
         viewer=ViewerConfig(num_rays_per_chunk=4096),
         max_num_iterations=CPU_STEPS,
         steps_per_save=500,
         steps_per_eval_image=500,
-        pipeline=_pipeline(
-            BNNeRFModelConfig(
-                trunk_depth=4,
-                trunk_width=128,
-                skip_connections=(2,),
-                colour_depth=1,
-                colour_width=64,
-                num_coarse_samples=32,
-                num_importance_samples=64,
-                eval_num_rays_per_chunk=4096,
-                batchnorm_calibration_rays=4096,
-            ),
-            rays_per_batch=512,
+        pipeline=_pipeline(model, rays_per_batch=rays_per_batch),
+        optimizers=optimizers,
+    )
+
+
+bn_nerf_cpu = MethodSpecification(
+    config=_cpu_trainer(
+        "bn-nerf-cpu",
+        BNNeRFModelConfig(
+            trunk_depth=4,
+            trunk_width=128,
+            skip_connections=(2,),
+            colour_depth=1,
+            colour_width=64,
+            num_coarse_samples=32,
+            num_importance_samples=64,
+            **CPU_MODEL_OPTIONS,
         ),
+        rays_per_batch=512,
         optimizers={
             "fields": {
                 "optimizer": AdamOptimizerConfig(lr=2e-3, eps=1e-15),
@@ -114,25 +123,16 @@ bn_nerf_cpu = MethodSpecification(
 )
 
 bn_diner_cpu = MethodSpecification(
-    config=BatchNormTrainerConfig(
-        method_name="bn-diner-cpu",
-        vis="viewer",
-        machine=MachineConfig(device_type="cpu"),
-        viewer=ViewerConfig(num_rays_per_chunk=4096),
-        max_num_iterations=CPU_STEPS,
-        steps_per_save=500,
-        steps_per_eval_image=500,
-        pipeline=_pipeline(
-            BNDINERModelConfig(
-                hash_resolution=128,
-                log2_hashmap_size=18,
-                num_coarse_samples=32,
-                num_importance_samples=32,
-                eval_num_rays_per_chunk=4096,
-                batchnorm_calibration_rays=4096,
-            ),
-            rays_per_batch=1024,
+    config=_cpu_trainer(
+        "bn-diner-cpu",
+        BNDINERModelConfig(
+            hash_resolution=128,
+            log2_hashmap_size=18,
+            num_coarse_samples=32,
+            num_importance_samples=32,
+            **CPU_MODEL_OPTIONS,
         ),
+        rays_per_batch=1024,
         optimizers=_instant_ngp_optimizers(CPU_STEPS),
     ),
     description="CPU-practical bn-diner: 128^3 single-level table of 2^18 entries, 32+32 samples (not the paper's size)",
