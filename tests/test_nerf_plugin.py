@@ -18,7 +18,7 @@ import pytest
 import torch
 import tyro
 
-from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.cameras.rays import Frustums, RayBundle, RaySamples
 from nerfstudio.fields.vanilla_nerf_field import NeRFField
 from nerfstudio.model_components.ray_samplers import UniformSampler
 from nerfstudio.field_components.field_heads import FieldHeadNames
@@ -29,7 +29,7 @@ from nerfstudio.scripts import render as ns_render
 from nerfstudio.utils.eval_utils import eval_setup
 
 from bn_nerf.nerf import method_configs
-from bn_nerf.nerf.fields import make_nerf_field, nerf_direction_encoding, nerf_position_encoding
+from bn_nerf.nerf.fields import make_diner_field, make_nerf_field, nerf_direction_encoding, nerf_position_encoding
 from bn_nerf.nerf.metrics import psnr
 from bn_nerf.nerf.models import BNNeRFModel
 from bn_nerf.nerf.scene import write_scene
@@ -164,6 +164,38 @@ def test_bn_diner_training_lowers_the_loss(tiny_scene, tmp_path):
     losses = train_steps(trainer, 30)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
 
+
+
+def samples_at(positions: torch.Tensor) -> RaySamples:
+    """One zero-length sample per position, on rays looking down -z."""
+    count = len(positions)
+    directions = torch.tensor([[0.0, 0.0, -1.0]]).repeat(count, 1)
+    frustums = Frustums(
+        origins=positions, directions=directions, starts=torch.zeros(count, 1), ends=torch.zeros(count, 1),
+        pixel_area=torch.ones(count, 1),
+    )
+    return RaySamples(frustums=frustums)
+
+
+def test_diner_field_is_empty_outside_the_scene_box_and_keeps_those_samples_out_of_batchnorm():
+    """Outside the box the hash table would alias cells inside it: there the field is empty, and the
+    samples there do not enter BN's batch statistics, so the scene's samples render the same whatever
+    lies past the box."""
+    torch.manual_seed(0)
+    field = make_diner_field(torch.tensor([[-1.5] * 3, [1.5] * 3]), normalization="batch", hash_resolution=16, log2_hashmap_size=10)
+    field.train()
+    inside = torch.rand(64, 3) * 2.8 - 1.4
+    outside = torch.rand(32, 3) * 2.8 - 1.4
+    outside[:, 2] = 2.0 + torch.rand(32)  # past the box's top
+    elsewhere_outside = outside.clone()
+    elsewhere_outside[:, 2] = -5.0
+    with torch.no_grad():
+        first = field(samples_at(torch.cat([inside, outside])))
+        second = field(samples_at(torch.cat([inside, elsewhere_outside])))
+    assert (first[FieldHeadNames.DENSITY][64:] == 0).all() and (first[FieldHeadNames.DENSITY][:64] > 0).all()
+    assert (first[FieldHeadNames.RGB][64:] == 0).all()
+    for head in (FieldHeadNames.DENSITY, FieldHeadNames.RGB):
+        torch.testing.assert_close(first[head][:64], second[head][:64], rtol=0, atol=0)
 
 def all_training_rays(pipeline) -> tuple[RayBundle, torch.Tensor]:
     """Every pixel's ray of every training image, flattened, with its colour on the background."""

@@ -3,7 +3,8 @@
 Both fields have vanilla NeRF's shape: position features -> trunk -> density, and trunk features +
 encoded view direction -> colour network -> RGB. They differ only in the position features:
   - NeRF: NeRF's positional encoding of the raw position (exactly nerfstudio's vanilla-nerf encoding).
-  - DINER: one learnable, high-resolution hash table read at the position normalized to the scene box.
+  - DINER: one learnable, high-resolution hash table read at the position normalized to the scene box;
+    space outside the box is empty.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class NormalizedRadianceField(Field):
         colour_depth, colour_width: the view-dependent colour network on trunk features + direction.
         init_scheme: "torch_default" reproduces nerfstudio's vanilla-nerf initialization.
         scene_aabb: when given, positions are mapped from this box to [0, 1] before encoding (hash grids
-            address the unit cube); when None the raw position is encoded, as vanilla NeRF does.
+            address the unit cube) and space outside the box is empty; when None the raw position is
+            encoded everywhere, as vanilla NeRF does.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class NormalizedRadianceField(Field):
             raise ValueError(f"unknown normalization '{normalization}'; choose from {', '.join(NETWORK_METHOD)}")
         self.position_encoding = position_encoding
         self.direction_encoding = direction_encoding
+        self.trunk_width = trunk_width
         self.scene_aabb: Optional[Tensor]
         self.register_buffer("scene_aabb", scene_aabb.clone() if scene_aabb is not None else None)
         network_options = dict(encoding="none", norm_placement=norm_placement, init_scheme=init_scheme)
@@ -95,12 +98,30 @@ class NormalizedRadianceField(Field):
         self.density_head = DensityFieldHead(in_dim=trunk_width)
         self.rgb_head = RGBFieldHead(in_dim=colour_width)
 
-    def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
+    def inside_scene_box(self, ray_samples: RaySamples) -> Tuple[Tensor, Optional[Tensor]]:
+        """The sample positions as the position encoding takes them, and which samples it may read:
+        all of them without a box; with one, those inside it (positions normalized to [0, 1])."""
         positions = ray_samples.frustums.get_positions()
-        if self.scene_aabb is not None:
-            positions = SceneBox.get_normalized_positions(positions, self.scene_aabb)
-        trunk_features = self.trunk(self.position_encoding(positions))
-        return self.density_head(trunk_features), trunk_features
+        if self.scene_aabb is None:
+            return positions, None
+        positions = SceneBox.get_normalized_positions(positions, self.scene_aabb)
+        return positions, ((positions > 0.0) & (positions < 1.0)).all(dim=-1)
+
+    def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
+        positions, inside = self.inside_scene_box(ray_samples)
+        if inside is None:
+            trunk_features = self.trunk(self.position_encoding(positions))
+            return self.density_head(trunk_features), trunk_features
+        # A hash table addresses the unit cube only: outside it the hash of the cell wraps onto entries
+        # of cells inside, so empty space past the box would train the scene's own entries. Space
+        # outside the box is empty, as in nerfstudio's nerfacto field; unlike there, its samples are
+        # kept out of the networks altogether, so that BN's batch statistics describe the scene's
+        # samples rather than a pile of identical masked positions.
+        trunk_features = positions.new_zeros(*inside.shape, self.trunk_width)
+        trunk_features[inside] = self.trunk(self.position_encoding(positions[inside]))
+        density = positions.new_zeros(*inside.shape, 1)
+        density[inside] = self.density_head(trunk_features[inside])
+        return density, trunk_features
 
     def get_outputs(
         self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
@@ -108,9 +129,14 @@ class NormalizedRadianceField(Field):
         assert density_embedding is not None, "Field.forward passes the trunk features from get_density"
         encoded_directions = self.direction_encoding(ray_samples.frustums.directions)
         # vanilla-nerf's order: direction features first, then trunk features.
-        colour_features = self.colour_network(torch.cat([encoded_directions, density_embedding], dim=-1))
-        return {FieldHeadNames.RGB: self.rgb_head(colour_features)}
-
+        colour_inputs = torch.cat([encoded_directions, density_embedding], dim=-1)
+        _, inside = self.inside_scene_box(ray_samples)
+        if inside is None:
+            return {FieldHeadNames.RGB: self.rgb_head(self.colour_network(colour_inputs))}
+        # Samples outside the box have zero density, so their colour has no weight in the render.
+        rgb = colour_inputs.new_zeros(*inside.shape, 3)
+        rgb[inside] = self.rgb_head(self.colour_network(colour_inputs[inside]))
+        return {FieldHeadNames.RGB: rgb}
 
 def make_nerf_field(
     normalization: Normalization = "batch",
