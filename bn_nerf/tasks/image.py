@@ -14,7 +14,6 @@ Output layout: a single run (one image, one method, one size) writes its files s
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from bn_nerf.plots import save_error_map, save_rate_distortion_plot, save_spectr
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
 from bn_nerf.tasks.coordinates import FixedCoordinates, grid_coordinates
+from bn_nerf.tasks.metrics import psnr_from_mse
 from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
 PAPER_DEFAULTS = PaperDefaults(depth=10, width=28, iterations=50_000, learning_rate=2e-4,
@@ -43,9 +43,6 @@ def pixel_coordinates(height: int, width: int) -> torch.Tensor:
     """(H*W, 2) pixel-centre coordinates (x, y) in [-1, 1], row-major like the image's pixels."""
     return grid_coordinates((height, width)).flip(-1)
 
-
-def psnr_from_mse(mse: float) -> float:
-    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
 
 
 class ImageTask(Task):

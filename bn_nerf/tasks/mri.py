@@ -34,7 +34,7 @@ from bn_nerf.operators.kspace_masks import MASK_KINDS, sampling_mask
 from bn_nerf.phantom3d import head_phantom
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
-from bn_nerf.tasks.image import psnr_from_mse
+from bn_nerf.tasks.metrics import psnr_from_mse
 from bn_nerf.tasks.coordinates import FixedCoordinates, grid_coordinates
 from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
