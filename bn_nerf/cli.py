@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from bn_nerf.errors import InputError
+from bn_nerf.io.errors import InputError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "image": ("bn_nerf.tasks.image", "fit an image or a folder of images (representation and compression)"),

@@ -23,7 +23,7 @@ import torch
 
 from bn_nerf.networks import PRESETS
 from bn_nerf.operators.kspace_masks import sampling_mask
-from bn_nerf.shapes.solids import BumpySphere
+from bn_nerf.signals.solids import BumpySphere
 from bn_nerf.tasks.ct import CTTask, prepare_image
 from bn_nerf.tasks.mri import DEFAULT_FRACTION, DEFAULT_MASK, MRITask, prepare_volume
 from bn_nerf.tasks.occupancy import OccupancyTask

@@ -19,7 +19,7 @@ from skimage import data
 from skimage.transform import resize
 
 from bn_nerf.cli import main
-from bn_nerf.io import load_image
+from bn_nerf.io.images import load_image
 from bn_nerf.tasks.image import ImageTask, load_images
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig, fit
 

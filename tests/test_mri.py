@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bn_nerf.cli import main
-from bn_nerf.errors import InputError
-from bn_nerf.io_volumes import load_volume
+from bn_nerf.io.errors import InputError
+from bn_nerf.io.volumes import load_volume
 from bn_nerf.operators.fourier import FourierSampling
 from bn_nerf.operators.kspace_masks import MASK_KINDS, sampling_mask
 from bn_nerf.tasks.mri import MRITask

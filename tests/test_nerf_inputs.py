@@ -14,7 +14,7 @@ from PIL import Image
 
 from nerfstudio.data.scene_box import SceneBox
 
-from bn_nerf.errors import InputError
+from bn_nerf.io.errors import InputError
 from bn_nerf.nerf import metrics
 from bn_nerf.nerf.dataparser import check_blender_split
 from bn_nerf.nerf.models import BNNeRFModelConfig

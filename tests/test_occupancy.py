@@ -10,10 +10,10 @@ import torch
 import trimesh
 
 from bn_nerf.cli import main
-from bn_nerf.errors import InputError
-from bn_nerf.io_meshes import load_mesh, normalized_to_unit_cube
-from bn_nerf.shapes.solids import MeshSolid, cell_centres
-from bn_nerf.shapes.winding import WindingNumber, exact_solid_angles
+from bn_nerf.io.errors import InputError
+from bn_nerf.io.meshes import load_mesh, normalized_to_unit_cube
+from bn_nerf.signals.solids import MeshSolid, cell_centres
+from bn_nerf.signals.winding import WindingNumber, exact_solid_angles
 
 MESHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
 SPOT = MESHES / "spot.obj"

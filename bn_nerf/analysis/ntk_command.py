@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bn_nerf.errors import InputError
+from bn_nerf.io.errors import InputError
 from bn_nerf.networks import PRESETS, build_network
 
 DEFAULT_PANELS = "relu/bn,pe:1/bn+pe:1,pe:5/bn+pe:5"

@@ -14,7 +14,7 @@ from PIL import Image
 
 from nerfstudio.data.dataparsers.blender_dataparser import Blender, BlenderDataParserConfig
 
-from bn_nerf.errors import InputError
+from bn_nerf.io.errors import InputError
 
 SPLITS = ("train", "val", "test")
 

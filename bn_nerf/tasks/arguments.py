@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bn_nerf.errors import InputError
+from bn_nerf.io.errors import InputError
 from bn_nerf.networks import PRESETS
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig
 

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from bn_nerf.errors import InputError
-from bn_nerf.io import load_image, save_image
+from bn_nerf.io.errors import InputError
+from bn_nerf.io.images import load_image, save_image
 from bn_nerf.operators.radon import ParallelBeamProjector
-from bn_nerf.plots import save_error_map
+from bn_nerf.io.plots import save_error_map
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
 from bn_nerf.tasks.metrics import psnr_from_mse

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from bn_nerf.errors import InputError
-from bn_nerf.io import IMAGE_SUFFIXES, load_image, require_file, save_image
+from bn_nerf.io.errors import InputError
+from bn_nerf.io.images import IMAGE_SUFFIXES, load_image, require_file, save_image
 from bn_nerf.networks import fold_normalization, stored_value_count
-from bn_nerf.plots import save_error_map, save_rate_distortion_plot, save_spectra
+from bn_nerf.io.plots import save_error_map, save_rate_distortion_plot, save_spectra
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
 from bn_nerf.tasks.coordinates import FixedCoordinates, grid_coordinates

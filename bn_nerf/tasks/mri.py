@@ -26,12 +26,12 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from bn_nerf.errors import InputError
-from bn_nerf.io import save_image
-from bn_nerf.io_volumes import load_volume
+from bn_nerf.io.errors import InputError
+from bn_nerf.io.images import save_image
+from bn_nerf.io.volumes import load_volume
 from bn_nerf.operators.fourier import FourierSampling
 from bn_nerf.operators.kspace_masks import MASK_KINDS, sampling_mask
-from bn_nerf.phantom3d import head_phantom
+from bn_nerf.signals.phantom import head_phantom
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
 from bn_nerf.tasks.metrics import psnr_from_mse

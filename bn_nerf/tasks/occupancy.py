@@ -9,7 +9,7 @@ decays exponentially from 5e-3 to 5e-4. The default of 1,000 iterations is the p
 epochs" read as 200 passes over the default 1,000,000-point pool.
 
 Labels: a mesh's inside is where its generalized winding number exceeds 1/2, so open scans with
-holes are labelled sensibly (`bn_nerf.shapes`). Evaluation (eval mode, BN statistics re-estimated
+holes are labelled sensibly (`bn_nerf.signals`). Evaluation (eval mode, BN statistics re-estimated
 on a large sample of the training distribution, not on the grid): IoU of occupancy >= 0.5 against
 the labels on the cell centres of an `--eval-resolution`^3 grid (paper: 512^3), computed in
 chunks so memory stays bounded. Outputs: the marching-cubes surface at 0.5 (`reconstruction.ply`)
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bn_nerf.errors import InputError
-from bn_nerf.io import save_image
-from bn_nerf.io_meshes import load_mesh, normalized_to_unit_cube
-from bn_nerf.shapes.solids import BASE_RESOLUTION, HALF_EXTENT, BumpySphere, MeshSolid
+from bn_nerf.io.errors import InputError
+from bn_nerf.io.images import save_image
+from bn_nerf.io.meshes import load_mesh, normalized_to_unit_cube
+from bn_nerf.signals.solids import BASE_RESOLUTION, HALF_EXTENT, BumpySphere, MeshSolid
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
 from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive

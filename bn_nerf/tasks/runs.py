@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from bn_nerf.errors import InputError
+from bn_nerf.io.errors import InputError
 from bn_nerf.tasks.arguments import PaperDefaults, add_run_arguments, resolve_run
 from bn_nerf.tasks.base import Task
 from bn_nerf.tasks.trainer import CHECKPOINT_FILE, METRICS_FILE, RunSpec, TrainConfig, fit, validate_run

@@ -16,7 +16,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from bn_nerf.errors import InputError
+from bn_nerf.io.errors import InputError
 from bn_nerf.networks import build_network, method_config, reestimate_batchnorm
 from bn_nerf.networks import stored_value_count
 from bn_nerf.tasks.base import Task

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bn_nerf.errors import InputError
-from bn_nerf.io import require_file
+from bn_nerf.io.errors import InputError
+from bn_nerf.io.images import require_file
 
 # The mesh's longest side spans this share of the unit cube, leaving a margin so that the surface
 # never touches the grid's boundary (marching cubes then closes it) and near-surface samples stay inside.

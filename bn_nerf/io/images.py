@@ -13,7 +13,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from bn_nerf.errors import InputError
+from bn_nerf.io.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 

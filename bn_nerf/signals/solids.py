@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bn_nerf.shapes.winding import WindingNumber
+from bn_nerf.signals.winding import WindingNumber
 
 # Grids coarser than this are labelled point by point.
 BASE_RESOLUTION = 16

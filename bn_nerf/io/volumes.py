@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bn_nerf.errors import InputError
-from bn_nerf.io import require_file
+from bn_nerf.io.errors import InputError
+from bn_nerf.io.images import require_file
 
 VOLUME_SUFFIXES = (".npy", ".nii", ".nii.gz")
 
