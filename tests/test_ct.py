@@ -9,6 +9,7 @@ from skimage.data import shepp_logan_phantom
 from skimage.transform import radon, resize
 
 from bn_nerf.cli import main
+from conftest import kill_after_checkpoint
 from bn_nerf.operators.radon import ParallelBeamProjector
 
 
@@ -60,13 +61,21 @@ def test_ct_end_to_end_bn_beats_relu_in_eval_mode(tmp_path):
     assert figures["bn"] > figures["relu"] + 0.5, figures
 
 
-def test_ct_resume_continues_from_the_checkpoint(tmp_path):
-    common = ["ct", "--size", "16", "--projections", "10", "--depth", "1", "--width", "16", "--quiet",
-              "--method", "bn", "--checkpoint-every", "5", "--out", str(tmp_path)]
-    assert main(common + ["--iterations", "10"]) == 0
-    first = json.loads((tmp_path / "metrics.json").read_text())
-    assert main(common + ["--iterations", "10", "--resume"]) == 0
-    assert json.loads((tmp_path / "metrics.json").read_text())["psnr"] == first["psnr"]
+def test_ct_run_killed_part_way_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL a real run part-way: it leaves a checkpoint and no metrics.json; --resume continues
+    from that checkpoint's iteration (not from zero) and ends where an uninterrupted run ends."""
+    command = ["ct", "--size", "24", "--projections", "12", "--depth", "2", "--width", "32", "--method", "bn",
+               "--iterations", "1500", "--checkpoint-every", "50"]
+    killed = kill_after_checkpoint(command, tmp_path / "killed", at_least=100)
+    assert 100 <= killed < 1500
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    assert main(command + ["--quiet", "--out", str(tmp_path / "killed"), "--resume"]) == 0
+    assert main(command + ["--quiet", "--out", str(tmp_path / "straight")]) == 0
+    resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert resumed["resumed_from_iteration"] == killed and straight["resumed_from_iteration"] == 0
+    assert abs(resumed["psnr"] - straight["psnr"]) <= 0.05, (resumed["psnr"], straight["psnr"])
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -19,6 +19,7 @@ from skimage import data
 from skimage.transform import resize
 
 from bn_nerf.cli import main
+from conftest import kill_after_checkpoint
 from bn_nerf.io.images import load_image
 from bn_nerf.tasks.image import ImageTask, load_images
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig, fit
@@ -166,35 +167,22 @@ def test_the_installed_command_exits_nonzero_with_one_line(tmp_path):
     assert result.stderr.strip() == f"bn-inr image: error: {tmp_path / 'gone.jpg'}: no such file"
 
 
-class InterruptedImageTask(ImageTask):
-    """A real image task whose process is stopped (Ctrl-C) during step `stop_at`."""
-
-    def __init__(self, image, batch_size, stop_at):
-        super().__init__(image, batch_size)
-        self.steps, self.stop_at = 0, stop_at
-
-    def training_loss(self, net, generator):
-        self.steps += 1
-        if self.steps == self.stop_at:
-            raise KeyboardInterrupt
-        return super().training_loss(net, generator)
-
-
-def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(tmp_path):
+def test_run_killed_part_way_resumes_from_its_last_checkpoint(tmp_path):
+    """A sampled-batch run (random pixels each step) SIGKILLed part-way leaves no metrics.json;
+    --resume continues from its checkpoint's iteration with the same batches an uninterrupted run
+    draws, and ends where that run ends."""
     image = write_png(tmp_path / "photo.png", real_photo(32, 32))
-    common = ["--image", image, "--method", "bn+pe", "--depth", 4, "--width", 16, "--iterations", 60,
-              "--checkpoint-every", 20, "--batch-size", 256]
-    assert run_cli(*common, "--out", tmp_path / "straight") == 0
+    command = ["image", "--image", str(image), "--method", "bn+pe", "--depth", "4", "--width", "16",
+               "--iterations", "1500", "--checkpoint-every", "50", "--batch-size", "256"]
+    killed = kill_after_checkpoint(command, tmp_path / "killed", at_least=100)
+    assert 100 <= killed < 1500
+    assert not (tmp_path / "killed" / "metrics.json").exists()
 
-    interrupted = tmp_path / "interrupted"
-    task = InterruptedImageTask(load_image(image), batch_size=256, stop_at=50)
-    with pytest.raises(KeyboardInterrupt):
-        fit(task, RunSpec("bn+pe", 4, 16), TrainConfig(60, 1e-2, checkpoint_every=20, show_progress=False), interrupted)
-    assert not (interrupted / "metrics.json").exists()
-    assert run_cli(*common, "--out", interrupted, "--resume") == 0  # continues from iteration 40
-
-    straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(interrupted)
-    assert abs(resumed["psnr"] - straight["psnr"]) <= 0.05
+    assert main(command + ["--quiet", "--out", str(tmp_path / "killed"), "--resume"]) == 0
+    assert main(command + ["--quiet", "--out", str(tmp_path / "straight")]) == 0
+    straight, resumed = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "killed")
+    assert resumed["resumed_from_iteration"] == killed and straight["resumed_from_iteration"] == 0
+    assert abs(resumed["psnr"] - straight["psnr"]) <= 0.05, (resumed["psnr"], straight["psnr"])
     assert abs(resumed["psnr_train_mode"] - straight["psnr_train_mode"]) <= 0.05
 
 

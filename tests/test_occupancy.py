@@ -15,7 +15,7 @@ from bn_nerf.io.meshes import load_mesh, normalized_to_unit_cube
 from bn_nerf.signals.solids import MeshSolid, cell_centres
 from bn_nerf.signals.winding import WindingNumber, exact_solid_angles
 
-MESHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
+MESHES = Path(__file__).resolve().parent / "data" / "meshes"
 SPOT = MESHES / "spot.obj"
 
 

@@ -170,6 +170,9 @@ def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bo
         "task": task.name, "method": spec.method, "depth": spec.depth, "width": spec.width,
         **{key: value for key, value in spec.overrides.items() if isinstance(value, (int, float, str))},
         "seed": train.seed, "iterations": train.iterations, "learning_rate": train.learning_rate,
+        # The checkpoint's iteration a resumed run continued from (0: trained from scratch), so that
+        # a user -- and a test -- can tell a resumed run from one that silently started over.
+        "resumed_from_iteration": start,
         "seconds": round(elapsed, 3), "params": stored_value_count(net), "device": device.type,
         **quality, f"{task.primary_metric}_train_mode": train_mode,
     }
