@@ -2,6 +2,7 @@
 
 import json
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -52,8 +53,11 @@ def test_ct_end_to_end_bn_beats_relu_in_eval_mode(tmp_path):
         out = tmp_path / method
         assert main(common + ["--method", method, "--out", str(out)]) == 0
         metrics = json.loads((out / "metrics.json").read_text())
-        for name in ("reconstruction.png", "error_map.png", "fbp.png", "checkpoint.pt"):
-            assert (out / name).is_file(), name
+        for name in ("reconstruction.png", "fbp.png", "ground_truth.png"):
+            picture = iio.imread(out / name)
+            assert picture.shape == (32, 32) and picture.std() > 10, name
+        assert iio.imread(out / "error_map.png").ndim == 3
+        assert torch.load(out / "checkpoint.pt")["step"] == 150
         assert metrics["task"] == "ct" and metrics["method"] == method
         assert metrics["reference_method"] == "fbp" and metrics["reference_psnr"] > 15
         assert 0 < metrics["ssim"] <= 1

@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 import trimesh
@@ -103,28 +105,34 @@ def test_occupancy_sizes_must_be_positive(tmp_path, capsys, flag):
     assert not (tmp_path / "metrics.json").exists()
 
 
-def run_pair(tmp_path, extra):
-    common = ["occupancy", "--depth", "2", "--width", "64", "--quiet"] + extra
+def run_pair(tmp_path, extra, resolution):
+    common = ["occupancy", "--depth", "2", "--width", "64", "--quiet", "--eval-resolution", str(resolution)] + extra
     figures = {}
     for method in ("relu", "bn"):
         out = tmp_path / method
         assert main(common + ["--method", method, "--out", str(out)]) == 0
-        for name in ("reconstruction.ply", "preview.png", "metrics.json"):
-            assert (out / name).is_file(), name
-        assert len(trimesh.load(out / "reconstruction.ply").faces) > 0
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["task"] == "occupancy" and "iou_train_mode" in metrics
+        # One marching-cubes slab at these resolutions: the surface is closed, as written (trimesh's
+        # default processing would weld the coincident vertices of grid values of exactly 0.5).
+        mesh = trimesh.load(out / "reconstruction.ply", process=False)
+        assert mesh.is_watertight and len(mesh.vertices) > 200, (len(mesh.vertices), method)
+        assert (np.abs(mesh.vertices) <= 0.5).all()  # inside the unit cube the grid spans
+        # Predicted and true shapes, stacked: each a row of views of the resolution's height.
+        preview = iio.imread(out / "preview.png")
+        assert preview.shape[0] == 2 * resolution and preview.std() > 10
         figures[method] = metrics["iou"]
     return figures
 
 
 def test_occupancy_procedural_shape_bn_beats_relu_in_eval_mode(tmp_path):
-    figures = run_pair(tmp_path, ["--eval-resolution", "40", "--pool-points", "40000",
-                                  "--points-per-iteration", "4000", "--iterations", "100"])
-    assert figures["bn"] > figures["relu"] + 0.01, figures
+    figures = run_pair(tmp_path, ["--pool-points", "40000", "--points-per-iteration", "4000", "--iterations", "100"], 40)
+    # Measured over seeds 0-2: IoU 0.89-0.92 with BN against 0.65-0.78 without.
+    assert figures["bn"] > figures["relu"] + 0.08, figures
 
 
 def test_occupancy_real_open_mesh_bn_beats_relu_in_eval_mode(tmp_path):
-    figures = run_pair(tmp_path, ["--mesh", str(SPOT), "--eval-resolution", "32", "--pool-points", "20000",
-                                  "--points-per-iteration", "3000", "--iterations", "100"])
-    assert figures["bn"] > figures["relu"], figures
+    figures = run_pair(tmp_path, ["--mesh", str(SPOT), "--pool-points", "20000", "--points-per-iteration", "3000",
+                                  "--iterations", "100"], 32)
+    # Measured over seeds 0-2: IoU 0.79-0.83 with BN against 0.39-0.64 without.
+    assert figures["bn"] > figures["relu"] + 0.1, figures
