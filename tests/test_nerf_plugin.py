@@ -19,6 +19,7 @@ import torch
 import tyro
 
 from nerfstudio.cameras.rays import Frustums, RayBundle, RaySamples
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.fields.vanilla_nerf_field import NeRFField
 from nerfstudio.model_components.ray_samplers import UniformSampler
 from nerfstudio.field_components.field_heads import FieldHeadNames
@@ -45,7 +46,8 @@ TINY_MODEL = dict(
     eval_num_rays_per_chunk=1024,
     batchnorm_calibration_rays=1024,
 )
-TINY_DINER = dict(TINY_MODEL, skip_connections=(), hash_resolution=32, log2_hashmap_size=14)
+TINY_DINER = dict(trunk_width=32, colour_width=16, table_resolution=16, log2_table_entries=14, occupancy_resolution=16,
+                  render_step_size=0.05, eval_num_rays_per_chunk=1024, batchnorm_calibration_rays=1024)
 
 
 
@@ -78,7 +80,16 @@ def make_trainer(method: str, scene: Path, output: Path, model_overrides: dict, 
 
 
 def train_steps(trainer, steps: int) -> list[float]:
-    return [float(trainer.train_iteration(step)[0].detach()) for step in range(steps)]
+    """Training steps as nerfstudio's Trainer.train runs them: callbacks (bn-diner's occupancy-grid
+    updates) before and after each iteration."""
+    losses = []
+    for step in range(steps):
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        losses.append(float(trainer.train_iteration(step)[0].detach()))
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    return losses
 
 
 def image_rays(pipeline, image_index: int = 0) -> tuple[RayBundle, torch.Tensor]:
@@ -178,11 +189,11 @@ def samples_at(positions: torch.Tensor) -> RaySamples:
 
 
 def test_diner_field_is_empty_outside_the_scene_box_and_keeps_those_samples_out_of_batchnorm():
-    """Outside the box the hash table would alias cells inside it: there the field is empty, and the
+    """Outside the box the table has no entries (a hashed one would alias cells inside): there the field is empty, and the
     samples there do not enter BN's batch statistics, so the scene's samples render the same whatever
     lies past the box."""
     torch.manual_seed(0)
-    field = make_diner_field(torch.tensor([[-1.5] * 3, [1.5] * 3]), normalization="batch", hash_resolution=16, log2_hashmap_size=10)
+    field = make_diner_field(torch.tensor([[-1.5] * 3, [1.5] * 3]), normalization="batch", table_resolution=16, log2_table_entries=10)
     field.train()
     inside = torch.rand(64, 3) * 2.8 - 1.4
     outside = torch.rand(32, 3) * 2.8 - 1.4
@@ -373,3 +384,27 @@ def test_syncbatchnorm_model_trains_a_step_on_cuda(trained_bn_nerf, tmp_path):
         assert torch.isfinite(loss)
     finally:
         dist.destroy_process_group()
+
+
+def test_ns_train_and_ns_eval_from_the_command_line_on_a_blender_folder(tiny_scene, tmp_path):
+    """What a user types: `ns-train bn-diner-cpu --data <Blender folder>` (nerf_synthetic layout: RGBA
+    PNGs, camera_angle_x, transforms_{train,val,test}.json, file paths without extension), then
+    `ns-eval` on the run it leaves."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    shrink = [f"--pipeline.model.{name.replace('_', '-')}={value}" for name, value in TINY_DINER.items()]
+    subprocess.run([bin_dir / "ns-train", "bn-diner-cpu", "--data", tiny_scene, "--output-dir", tmp_path / "runs",
+                    "--max-num-iterations", "5", "--vis", "tensorboard", "--timestamp", "cli",
+                    "--pipeline.datamanager.train-num-rays-per-batch", "256", *shrink],
+                   check=True, capture_output=True, timeout=300, env=env)
+    [config] = (tmp_path / "runs").glob("*/bn-diner-cpu/cli/config.yml")
+    assert sorted(p.name for p in (config.parent / "nerfstudio_models").glob("*.ckpt")) == ["step-000000004.ckpt"]
+    subprocess.run([bin_dir / "ns-eval", "--load-config", config, "--output-path", tmp_path / "eval.json"],
+                   check=True, capture_output=True, timeout=300, env=env)
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["method_name"] == "bn-diner-cpu"
+    assert 5.0 < results["results"]["psnr"] < 60.0 and 0.0 < results["results"]["ssim"] <= 1.0

@@ -3,8 +3,9 @@
 Both fields have vanilla NeRF's shape: position features -> trunk -> density, and trunk features +
 encoded view direction -> colour network -> RGB. They differ only in the position features:
   - NeRF: NeRF's positional encoding of the raw position (exactly nerfstudio's vanilla-nerf encoding).
-  - DINER: one learnable, high-resolution hash table read at the position normalized to the scene box;
-    space outside the box is empty.
+  - DINER: one learnable table of features on a grid over the scene box (bn_nerf.nerf.tables: dense
+    when it fits its budget, hashed otherwise), read at the position normalized to the box; space
+    outside the box is empty.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 from typing import Dict, Literal, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.data.scene_box import SceneBox
-from nerfstudio.field_components.encodings import Encoding, HashEncoding, NeRFEncoding
+from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.field_components.field_heads import DensityFieldHead, FieldHeadNames, RGBFieldHead
 from nerfstudio.fields.base_field import Field
 
+from bn_nerf.nerf.tables import FeatureTable, Implementation
 from bn_nerf.networks import build_network
 
 Normalization = Literal["batch", "none"]
@@ -59,8 +61,8 @@ class NormalizedRadianceField(Field):
 
     def __init__(
         self,
-        position_encoding: Encoding,
-        direction_encoding: Encoding,
+        position_encoding: nn.Module,
+        direction_encoding: nn.Module,
         normalization: Normalization = "batch",
         norm_placement: NormPlacement = "after",
         trunk_depth: int = 8,
@@ -167,28 +169,19 @@ def make_diner_field(
     scene_aabb: Tensor,
     normalization: Normalization = "batch",
     norm_placement: NormPlacement = "after",
-    hash_resolution: int = 256,
-    log2_hashmap_size: int = 20,
-    hash_features: int = 2,
+    table_resolution: int = 128,
+    table_features: int = 4,
+    log2_table_entries: int = 21,
+    table_implementation: Implementation = "auto",
     trunk_depth: int = 2,
     trunk_width: int = 64,
-    skip_connections: Tuple[int, ...] = (),
     colour_depth: int = 2,
     colour_width: int = 64,
 ) -> NormalizedRadianceField:
-    """DINER's field: a single-level hash table at `hash_resolution`^3 in front of a small MLP.
-
-    The table runs through tiny-cuda-nn when it imports and through nerfstudio's torch hash grid
-    (same configuration) otherwise. The small MLP uses the LeCun initialization of the paper's nets.
-    """
-    table = HashEncoding(
-        num_levels=1,
-        min_res=hash_resolution,
-        max_res=hash_resolution,
-        log2_hashmap_size=log2_hashmap_size,
-        features_per_level=hash_features,
-        implementation="tcnn",
-    )
+    """DINER's field: one table of `table_resolution`^3 vertices over the scene box in front of a
+    small MLP with the LeCun initialization of the paper's nets (dense table when it fits
+    2^`log2_table_entries` entries, hashed otherwise; tiny-cuda-nn when it imports on CUDA)."""
+    table = FeatureTable(table_resolution, table_features, log2_table_entries, implementation=table_implementation)
     return NormalizedRadianceField(
         table,
         nerf_direction_encoding(),
@@ -196,7 +189,7 @@ def make_diner_field(
         norm_placement=norm_placement,
         trunk_depth=trunk_depth,
         trunk_width=trunk_width,
-        skip_connections=skip_connections,
+        skip_connections=(),
         colour_depth=colour_depth,
         colour_width=colour_width,
         init_scheme="method",

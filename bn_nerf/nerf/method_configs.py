@@ -3,9 +3,9 @@ group "nerfstudio.method_configs"). Every method takes `--pipeline.model.normali
 become its own BN-off baseline, so a side-by-side run changes nothing else.
 
   bn-nerf       vanilla-nerf (same fields, sampling, losses and optimizer) with BN in its MLPs.
-  bn-diner      DINER: a single-level hash table in front of a small BN MLP; instant-ngp's optimizer.
+  bn-diner      DINER: a single-level table in front of a small BN MLP, rendered with an occupancy grid.
   bn-nerf-cpu   CPU-practical preset of bn-nerf: smaller nets, fewer samples and rays (not the paper's).
-  bn-diner-cpu  CPU-practical preset of bn-diner: coarser, smaller table, fewer samples.
+  bn-diner-cpu  CPU-practical preset of bn-diner: a dense table, coarser marching, fewer rays.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from bn_nerf.nerf.dataparser import CheckedBlenderDataParserConfig
-from bn_nerf.nerf.models import BNDINERModelConfig, BNNeRFModelConfig
+from bn_nerf.nerf.diner import BNDINERModelConfig
+from bn_nerf.nerf.models import BNNeRFModelConfig
 from bn_nerf.nerf.schedulers import FloatExponentialDecaySchedulerConfig
 from bn_nerf.nerf.trainer import BatchNormTrainerConfig
 
@@ -34,13 +35,14 @@ def _vanilla_nerf_optimizers() -> dict:
     }
 
 
-def _instant_ngp_optimizers(max_steps: int) -> dict:
-    # Hash tables learn with instant-ngp's Adam 1e-2, eps 1e-15, decayed over the run.
+def _diner_optimizers(max_steps: int, table_lr: float, network_lr: float) -> dict:
+    # Adam with instant-ngp's eps for both groups, each decayed a hundredfold over the run.
     return {
-        "fields": {
-            "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
-            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
+        group: {
+            "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=lr / 100, max_steps=max_steps),
         }
+        for group, lr in (("table", table_lr), ("fields", network_lr))
     }
 
 
@@ -72,8 +74,13 @@ bn_diner = MethodSpecification(
         vis="viewer",
         max_num_iterations=DINER_STEPS,
         steps_per_save=2000,
-        pipeline=_pipeline(BNDINERModelConfig(), rays_per_batch=4096),
-        optimizers=_instant_ngp_optimizers(DINER_STEPS),
+        pipeline=_pipeline(
+            # One 256^3 level hashed into 2^22 entries of 2 features (instant-ngp's finest level, alone),
+            # marched at 1/1000 of the box's diagonal as instant-ngp does for Blender scenes.
+            BNDINERModelConfig(table_resolution=256, table_features=2, log2_table_entries=22, render_step_size=0.005),
+            rays_per_batch=4096,
+        ),
+        optimizers=_diner_optimizers(DINER_STEPS, table_lr=1e-2, network_lr=1e-2),
     ),
     description="DINER: single-level hash table + BatchNorm MLP (--pipeline.model.normalization none: DINER)",
 )
@@ -81,6 +88,12 @@ bn_diner = MethodSpecification(
 # CPU-practical presets: a few CPU minutes give a recognizable scene at 100x100. Not the paper's sizes.
 CPU_STEPS = 2000
 CPU_MODEL_OPTIONS = dict(eval_num_rays_per_chunk=4096, batchnorm_calibration_rays=4096)
+CPU_TABLE_RESOLUTION = 96
+CPU_TABLE_FEATURES = 4
+CPU_RENDER_STEP = 0.02
+CPU_DINER_RAYS = 1024
+CPU_TABLE_LR = 1e-2
+CPU_NETWORK_LR = 1e-2
 
 
 def _cpu_trainer(method_name: str, model: BNNeRFModelConfig, rays_per_batch: int, optimizers: dict) -> BatchNormTrainerConfig:
@@ -126,14 +139,19 @@ bn_diner_cpu = MethodSpecification(
     config=_cpu_trainer(
         "bn-diner-cpu",
         BNDINERModelConfig(
-            hash_resolution=128,
-            log2_hashmap_size=18,
-            num_coarse_samples=32,
-            num_importance_samples=32,
+            table_resolution=CPU_TABLE_RESOLUTION,
+            table_features=CPU_TABLE_FEATURES,
+            occupancy_resolution=64,
+            render_step_size=CPU_RENDER_STEP,
+            # A CPU run lasts about a thousand steps, not instant-ngp's tens of thousands: the grid
+            # must forget emptied space within tens of steps, not hundreds.
+            occupancy_update_every=8,
+            occupancy_decay=0.8,
+            occupancy_warmup_steps=64,
             **CPU_MODEL_OPTIONS,
         ),
-        rays_per_batch=1024,
-        optimizers=_instant_ngp_optimizers(CPU_STEPS),
+        rays_per_batch=CPU_DINER_RAYS,
+        optimizers=_diner_optimizers(CPU_STEPS, table_lr=CPU_TABLE_LR, network_lr=CPU_NETWORK_LR),
     ),
-    description="CPU-practical bn-diner: 128^3 single-level table of 2^18 entries, 32+32 samples (not the paper's size)",
+    description="CPU-practical bn-diner: dense table, occupancy-grid sampling (not the paper's size)",
 )

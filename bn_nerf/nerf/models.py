@@ -1,5 +1,6 @@
-"""bn-nerf and bn-diner: nerfstudio's vanilla-nerf model (coarse and fine fields, uniform then
-importance sampling, the same losses and renderers) with fields from bn_nerf.nerf.fields.
+"""bn-nerf: nerfstudio's vanilla-nerf model (coarse and fine fields, uniform then importance
+sampling, the same losses and renderers) with fields from bn_nerf.nerf.fields; and what every model
+of the plugin (bn-nerf here, bn-diner in bn_nerf.nerf.diner) adds to nerfstudio's for BatchNorm.
 
 BatchNorm semantics:
   - training: every field call sees all samples of all rays of the batch, so BN normalizes with the
@@ -12,6 +13,7 @@ BatchNorm semantics:
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple, Type
 
@@ -29,10 +31,59 @@ from nerfstudio.models.base_model import Model
 from nerfstudio.models.vanilla_nerf import NeRFModel, VanillaModelConfig
 from nerfstudio.utils import colormaps
 
-from bn_nerf.nerf.fields import NormalizedRadianceField, Normalization, NormPlacement, make_diner_field, make_nerf_field
+from bn_nerf.nerf.fields import NormalizedRadianceField, Normalization, NormPlacement, make_nerf_field
 from bn_nerf.nerf.metrics import image_metrics
 from bn_nerf.networks import convert_to_sync_batchnorm, reestimate_batchnorm
 from bn_nerf.networks.norms import batchnorm_layers
+
+
+def training_interval_collider(collider_params: Dict[str, float]) -> NearFarCollider:
+    """The near/far collider, keeping training's interval at eval time too.
+
+    nerfstudio's collider moves the near plane to 0 outside training (reset_near_plane). With a fixed
+    number of samples that spreads eval samples over [0, far] instead of [near, far]: coarser sampling,
+    samples where training never looked, and -- for BN -- a sample distribution whose statistics are
+    not the ones training normalized with, which is what the checkpoint-time re-estimation would then
+    record. Keep the training interval, as the original NeRF does for its test renders.
+    """
+    return NearFarCollider(
+        near_plane=collider_params["near_plane"], far_plane=collider_params["far_plane"], reset_near_plane=False
+    )
+
+
+class BatchNormModelMixin(abc.ABC):
+    """What both plugin models add to a nerfstudio Model for BatchNorm: SyncBatchNorm across devices
+    and running statistics re-estimated from training rays (called by bn_nerf.nerf.trainer)."""
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return bool(batchnorm_layers(self))
+
+    def use_sync_batchnorm(self) -> None:
+        convert_to_sync_batchnorm(self)  # converts the BN layers below the model in place
+
+    def use_sync_batchnorm_when_distributed(self) -> None:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Several devices: BN statistics must span the whole batch, not each device's share.
+            self.use_sync_batchnorm()
+
+    @torch.no_grad()
+    def reestimate_batchnorm_statistics(self, ray_bundles: Sequence[RayBundle]) -> int:
+        """Set every BN layer's running statistics to the exact statistics, under the current weights,
+        of the samples these rays produce as at deployment (eval mode: deterministic sample placement,
+        the training near/far interval). Returns the number of BN layers re-estimated."""
+        was_training = self.training
+        self.eval()
+        try:
+            if self.collider is not None:  # near/far bounds, as Model.forward sets them
+                ray_bundles = [self.collider(rays) for rays in ray_bundles]
+            return self.calibrate_batchnorm(ray_bundles)
+        finally:
+            self.train(was_training)
+
+    @abc.abstractmethod
+    def calibrate_batchnorm(self, ray_bundles: Sequence[RayBundle]) -> int:
+        """The model's own re-estimation pass over collided rays, in eval mode."""
 
 
 @dataclass
@@ -58,7 +109,7 @@ class BNNeRFModelConfig(VanillaModelConfig):
     """Training rays whose exact statistics replace BN's running averages before each checkpoint."""
 
 
-class BNNeRFModel(NeRFModel):
+class BNNeRFModel(BatchNormModelMixin, NeRFModel):
     """vanilla-nerf with normalized fields and offline-safe metrics."""
 
     config: BNNeRFModelConfig
@@ -80,22 +131,10 @@ class BNNeRFModel(NeRFModel):
         # field and an LPIPS that downloads weights.
         Model.populate_modules(self)
         if self.config.enable_collider:
-            # nerfstudio's collider moves the near plane to 0 outside training (reset_near_plane). With
-            # a fixed number of uniform samples that spreads eval samples over [0, far] instead of
-            # [near, far]: coarser sampling, samples where training never looked, and -- for BN -- a
-            # sample distribution whose statistics are not the ones training normalized with, which
-            # is what the checkpoint-time re-estimation would then record. Keep the training interval,
-            # as the original NeRF does for its test renders.
-            self.collider = NearFarCollider(
-                near_plane=self.config.collider_params["near_plane"],
-                far_plane=self.config.collider_params["far_plane"],
-                reset_near_plane=False,
-            )
+            self.collider = training_interval_collider(self.config.collider_params)
         self.field_coarse = self.make_field()
         self.field_fine = self.make_field()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            # Several devices: BN statistics must span the whole batch, not each device's share.
-            self.use_sync_batchnorm()
+        self.use_sync_batchnorm_when_distributed()
         self.sampler_uniform = UniformSampler(num_samples=self.config.num_coarse_samples)
         self.sampler_pdf = PDFSampler(num_samples=self.config.num_importance_samples)
         self.renderer_rgb = RGBRenderer(background_color=self.config.background_color)
@@ -114,34 +153,16 @@ class BNNeRFModel(NeRFModel):
         # so that it is the viewer's default output.
         return {**{name: levels[f"{name}_fine"] for name in ("rgb", "accumulation", "depth")}, **levels}
 
-    def use_sync_batchnorm(self) -> None:
-        self.field_coarse = convert_to_sync_batchnorm(self.field_coarse)
-        self.field_fine = convert_to_sync_batchnorm(self.field_fine)
-
-    @property
-    def has_batchnorm(self) -> bool:
-        return bool(batchnorm_layers(self))
-
-    @torch.no_grad()
-    def reestimate_batchnorm_statistics(self, ray_bundles: Sequence[RayBundle]) -> int:
-        """Set every BN layer's running statistics to the exact statistics, under the current
-        weights, of the samples these rays produce (coarse field first: its calibrated eval-mode
-        output places the fine samples). Returns the number of BN layers re-estimated."""
+    def calibrate_batchnorm(self, ray_bundles: Sequence[RayBundle]) -> int:
+        """Coarse field first: its calibrated eval-mode output places the fine samples."""
         assert self.field_coarse is not None and self.field_fine is not None
-        was_training = self.training
-        self.eval()  # deterministic sample placement, as at deployment
-        try:
-            if self.collider is not None:  # near/far bounds, as Model.forward sets them
-                ray_bundles = [self.collider(rays) for rays in ray_bundles]
-            coarse_samples = [self.sampler_uniform(rays) for rays in ray_bundles]
-            count = reestimate_batchnorm(self.field_coarse, lambda: [self.field_coarse(s) for s in coarse_samples])
-            fine_samples = []
-            for rays, samples in zip(ray_bundles, coarse_samples):
-                weights = samples.get_weights(self.field_coarse(samples)[FieldHeadNames.DENSITY])
-                fine_samples.append(self.sampler_pdf(rays, samples, weights))
-            count += reestimate_batchnorm(self.field_fine, lambda: [self.field_fine(s) for s in fine_samples])
-        finally:
-            self.train(was_training)
+        coarse_samples = [self.sampler_uniform(rays) for rays in ray_bundles]
+        count = reestimate_batchnorm(self.field_coarse, lambda: [self.field_coarse(s) for s in coarse_samples])
+        fine_samples = []
+        for rays, samples in zip(ray_bundles, coarse_samples):
+            weights = samples.get_weights(self.field_coarse(samples)[FieldHeadNames.DENSITY])
+            fine_samples.append(self.sampler_pdf(rays, samples, weights))
+        count += reestimate_batchnorm(self.field_fine, lambda: [self.field_fine(s) for s in fine_samples])
         return count
 
     def get_image_metrics_and_images(
@@ -170,43 +191,3 @@ class BNNeRFModel(NeRFModel):
                 )
             )
         return metrics_dict, {name: torch.cat(parts, dim=1) for name, parts in images.items()}
-
-
-@dataclass
-class BNDINERModelConfig(BNNeRFModelConfig):
-    """DINER's single-level hash table in front of a small (BN) MLP, in the coarse/fine pipeline."""
-
-    _target: Type = field(default_factory=lambda: BNDINERModel)
-    hash_resolution: int = 256
-    """Grid resolution of the single hash level (per axis, over the scene box)."""
-    log2_hashmap_size: int = 20
-    """log2 of the number of table entries."""
-    hash_features: int = 2
-    """Features per table entry."""
-    trunk_depth: int = 2
-    trunk_width: int = 64
-    skip_connections: Tuple[int, ...] = ()
-    colour_depth: int = 2
-    colour_width: int = 64
-    num_coarse_samples: int = 64
-    num_importance_samples: int = 64
-
-
-class BNDINERModel(BNNeRFModel):
-    config: BNDINERModelConfig
-
-    def make_field(self) -> NormalizedRadianceField:
-        c = self.config
-        return make_diner_field(
-            self.scene_box.aabb,
-            normalization=c.normalization,
-            norm_placement=c.norm_placement,
-            hash_resolution=c.hash_resolution,
-            log2_hashmap_size=c.log2_hashmap_size,
-            hash_features=c.hash_features,
-            trunk_depth=c.trunk_depth,
-            trunk_width=c.trunk_width,
-            skip_connections=c.skip_connections,
-            colour_depth=c.colour_depth,
-            colour_width=c.colour_width,
-        )

@@ -7,7 +7,7 @@ from typing import Type
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
-from bn_nerf.nerf.models import BNNeRFModel
+from bn_nerf.nerf.models import BatchNormModelMixin
 
 
 @dataclass
@@ -21,14 +21,18 @@ class BatchNormTrainer(Trainer):
 
     config: BatchNormTrainerConfig
 
-    def save_checkpoint(self, step: int) -> None:
+    def calibrate_batchnorm(self, step: int) -> None:
+        """Replace the running statistics by the exact ones of `batchnorm_calibration_rays` training rays."""
         model = self.pipeline.model
-        if isinstance(model, BNNeRFModel) and model.has_batchnorm:
-            datamanager = self.pipeline.datamanager
-            rays_per_batch = datamanager.config.train_num_rays_per_batch
-            batches = -(-model.config.batchnorm_calibration_rays // rays_per_batch)
-            ray_bundles = [datamanager.next_train(step)[0] for _ in range(batches)]
-            # The viewer renders from another thread and toggles train/eval under this lock.
-            with self.train_lock:
-                model.reestimate_batchnorm_statistics(ray_bundles)
+        if not (isinstance(model, BatchNormModelMixin) and model.has_batchnorm):
+            return
+        datamanager = self.pipeline.datamanager
+        batches = -(-model.config.batchnorm_calibration_rays // datamanager.config.train_num_rays_per_batch)
+        ray_bundles = [datamanager.next_train(step)[0] for _ in range(batches)]
+        # The viewer renders from another thread and toggles train/eval under this lock.
+        with self.train_lock:
+            model.reestimate_batchnorm_statistics(ray_bundles)
+
+    def save_checkpoint(self, step: int) -> None:
+        self.calibrate_batchnorm(step)
         super().save_checkpoint(step)
