@@ -99,14 +99,15 @@ def _slab_colour(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return colour, normals
 
 
-def render_view(pose: np.ndarray, size: int) -> np.ndarray:
-    """RGBA float image [size, size, 4] (straight, not premultiplied, colour) seen from `pose`."""
+def render_view(pose: np.ndarray, size: int, width: int | None = None) -> np.ndarray:
+    """RGBA float image [size, width, 4] (straight, not premultiplied, colour) seen from `pose`, with
+    the scene's field of view across its height (a square image by default, as the dataset's)."""
+    width = size if width is None else width
     focal = 0.5 * size / math.tan(0.5 * CAMERA_ANGLE_X)
     offsets = (np.arange(SUPERSAMPLING) + 0.5) / SUPERSAMPLING
-    pixel = np.arange(size)
-    u = (pixel[None, :, None, None] + offsets[None, None, None, :]) * np.ones((size, 1, SUPERSAMPLING, 1))
-    v = (pixel[:, None, None, None] + offsets[None, None, :, None]) * np.ones((1, size, 1, SUPERSAMPLING))
-    camera_directions = np.stack([(u - size / 2) / focal, -(v - size / 2) / focal, -np.ones_like(u)], axis=-1)
+    u = (np.arange(width)[None, :, None, None] + offsets[None, None, None, :]) * np.ones((size, 1, SUPERSAMPLING, 1))
+    v = (np.arange(size)[:, None, None, None] + offsets[None, None, :, None]) * np.ones((1, width, 1, SUPERSAMPLING))
+    camera_directions = np.stack([(u - width / 2) / focal, -(v - size / 2) / focal, -np.ones_like(u)], axis=-1)
     directions = camera_directions.reshape(-1, 3) @ pose[:3, :3].T
     directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
     origins = np.broadcast_to(pose[:3, 3], directions.shape)
@@ -123,8 +124,8 @@ def render_view(pose: np.ndarray, size: int) -> np.ndarray:
         light = 0.35 + 0.65 * np.clip(normals @ LIGHT_DIRECTION, 0.0, 1.0)
         colour[mask] = np.clip(albedo * light[:, None], 0.0, 1.0)
         alpha[mask] = 1.0
-    colour = colour.reshape(size, size, SUPERSAMPLING * SUPERSAMPLING, 3)
-    alpha = alpha.reshape(size, size, SUPERSAMPLING * SUPERSAMPLING)
+    colour = colour.reshape(size, width, SUPERSAMPLING * SUPERSAMPLING, 3)
+    alpha = alpha.reshape(size, width, SUPERSAMPLING * SUPERSAMPLING)
     coverage = alpha.mean(-1)
     straight = (colour * alpha[..., None]).sum(2) / np.maximum(alpha.sum(-1), 1.0)[..., None]
     return np.concatenate([straight, coverage[..., None]], axis=-1)
