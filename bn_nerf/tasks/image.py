@@ -66,6 +66,7 @@ class ImageTask(Task):
         self.label = label
         self.height, self.width, self.out_dim = image.shape
         self.batch_size = batch_size
+        self.full_batch = batch_size is None
         self.target = torch.from_numpy(image.copy())
         self.pixels = self.target.reshape(-1, self.out_dim)
         self.grid = FixedCoordinates(pixel_coordinates(self.height, self.width))

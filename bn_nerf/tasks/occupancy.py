@@ -83,6 +83,7 @@ class OccupancyTask(Task):
     in_dim = 3
     out_dim = 1
     primary_metric = "iou"
+    full_batch = False
 
     def __init__(self, solid, pool_points: int, points_per_iteration: int, eval_resolution: int, seed: int = 0):
         for value, flag in ((pool_points, "--pool-points"), (points_per_iteration, "--points-per-iteration"),
