@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -264,15 +265,21 @@ def test_every_claim_holds_on_the_papers_own_numbers():
     assert judge(CLAIMS[0], results).outcome == "does not hold"
 
 
-def test_the_table1_configs_are_the_papers_grid_and_a_cpu_grid_that_plans(tmp_path):
+def test_the_table1_configs_are_the_papers_grid_and_a_cpu_grid_that_plans(tmp_path, monkeypatch):
     paper = load_config(REPOSITORY / "configs/table1/paper.yaml")
     assert {grid.task for grid in paper.grids} == set(SWEEP_TASKS)
     for grid in paper.grids:
         defaults = SWEEP_TASKS[grid.task].module.PAPER_DEFAULTS
         assert grid.sizes == defaults.sizes and grid.iterations == defaults.iterations
         assert grid.methods == PAPER_METHODS and set(grid.sizes) == set(TABLE1[grid.task])
+    # cpu.yaml reads the photos scripts/skimage_photos.py writes, relative to where it runs.
+    monkeypatch.chdir(tmp_path)
+    photos = runpy.run_path(str(REPOSITORY / "scripts/skimage_photos.py"))
+    monkeypatch.setattr(sys, "argv", ["skimage_photos.py", "data/photos64", "--side", "64"])
+    photos["main"]()
     cpu = load_config(REPOSITORY / "configs/table1/cpu.yaml")
     cells = plan_cells(cpu, tmp_path / "cpu")
     for grid in cpu.grids:
         assert set(grid.sizes) == set(TABLE1[grid.task]) and grid.methods == PAPER_METHODS
     assert {cell.task for cell in cells} == set(SWEEP_TASKS) and not any(cell.finished for cell in cells)
+    assert len({cell.input_name for cell in cells if cell.task == "image"}) == len(photos["PHOTOS"])

@@ -82,6 +82,11 @@ class Cell:
     def finished(self) -> bool:
         return (self.folder / METRICS_FILE).is_file()
 
+    def metrics(self) -> dict | None:
+        """The finished run's metrics.json; None before it finishes."""
+        path = self.folder / METRICS_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
     @property
     def failed(self) -> bool:
         return (self.folder / ERROR_FILE).is_file() and not self.finished

@@ -21,7 +21,7 @@ from bn_nerf.io.errors import InputError
 from bn_nerf.sweep.cells import ERROR_FILE, Cell, plan_cells
 from bn_nerf.sweep.config import load_config
 from bn_nerf.sweep.engine import DEFAULT_RETRIES, run_cells, start_ray
-from bn_nerf.sweep.table import read_metrics, write_tables
+from bn_nerf.sweep.table import write_tables
 from bn_nerf.tasks.runs import positive
 from bn_nerf.tasks.trainer import CHECKPOINT_FILE
 
@@ -103,7 +103,7 @@ def _command_line(args: argparse.Namespace) -> str:
 def _report_line(done: int, total: int, cell: Cell, outcome: dict) -> str:
     if outcome["status"] == "failed":
         return f"[{done}/{total}] {cell.name}: FAILED: {outcome['error']} (see {cell.folder / ERROR_FILE})"
-    metrics = read_metrics(cell) or {}
+    metrics = cell.metrics() or {}
     figures = ", ".join(f"{key} {metrics[key]:.4g}" for key in ("psnr", "iou") if key in metrics)
     return f"[{done}/{total}] {cell.name}: {figures}, {metrics.get('seconds', 0):.0f} s"
 

@@ -28,7 +28,6 @@ from bn_nerf.sweep.config import SweepConfig
 from bn_nerf.sweep.nerf_results import read_ns_eval
 from bn_nerf.sweep.paper import CLAIMS, COLUMN_TITLES, NERF_CLAIMS, NERF_COLUMNS, NERF_METRICS, NERF_TABLE, TABLE1, Claim
 from bn_nerf.sweep.tasks import SWEEP_TASKS
-from bn_nerf.tasks.trainer import METRICS_FILE
 
 TABLE_MD, TABLE_CSV, CELLS_CSV, RATE_DISTORTION = "table1.md", "table1.csv", "cells.csv", "rate_distortion.png"
 MISSING = "…"
@@ -52,11 +51,6 @@ class Results:
         return self.ours[task][size].get(method)
 
 
-def read_metrics(cell: Cell) -> dict | None:
-    path = cell.folder / METRICS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def collect(cells: Sequence[Cell]) -> Results:
     """Means over inputs and seeds of each task x size x method whose cells have all finished."""
     methods = [m for m in PAPER_METHODS if any(c.method == m for c in cells)]
@@ -70,7 +64,7 @@ def collect(cells: Sequence[Cell]) -> Results:
         if size not in results.sizes[task]:
             results.sizes[task].append(size)
         metric = SWEEP_TASKS[task].metric
-        all_metrics = [read_metrics(cell) for cell in group]
+        all_metrics = [cell.metrics() for cell in group]
         if any(metrics is None for metrics in all_metrics):
             continue
         by_seed: dict[int, list[float]] = defaultdict(list)
@@ -87,10 +81,10 @@ def _task_order(results: Results) -> list[str]:
     return [task for task in SWEEP_TASKS if task in results.sizes]
 
 
-def _format(task: str, value: float | None, signed: bool = False) -> str:
+def _format(task: str, value: float | None, signed: bool = False, extra_digits: int = 0) -> str:
     if value is None:
         return MISSING
-    digits = 3 if SWEEP_TASKS[task].metric == "iou" else 2
+    digits = (3 if SWEEP_TASKS[task].metric == "iou" else 2) + extra_digits
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
@@ -130,7 +124,8 @@ def _grid_tables(results: Results) -> tuple[list[str], dict[str, list[list[str]]
             tables["delta"].append(prefix + [
                 _format(task, ours[m] - paper[m], signed=True) if m in ours and m in paper else MISSING
                 for m in results.methods])
-            tables["spread"].append(prefix + [_format(task, results.spread[task][size].get(m)) for m in results.methods])
+            tables["spread"].append(prefix + [_format(task, results.spread[task][size].get(m), extra_digits=1)
+                                              for m in results.methods])
     return header, tables
 
 
@@ -246,7 +241,7 @@ def write_tables(config: SweepConfig, cells: Sequence[Cell], out: Path, log_path
     if verdicts:
         lines += ["## The paper's claims on these numbers", "",
                   *[f"- {v.text}: **{v.outcome}** — {v.detail}" for v in verdicts], ""]
-    image_rows = [metrics for cell in cells if cell.task == "image" and (metrics := read_metrics(cell)) is not None]
+    image_rows = [metrics for cell in cells if cell.task == "image" and (metrics := cell.metrics()) is not None]
     if image_rows:
         save_rate_distortion_plot(out / RATE_DISTORTION, image_rows,
                                   title=f"{config.title}: image task, mean over inputs and seeds")
@@ -282,7 +277,7 @@ def _write_csv(path: Path, results: Results, nerf: dict) -> None:
 def _write_cells_csv(path: Path, cells: Sequence[Cell]) -> None:
     rows = []
     for cell in cells:
-        metrics = read_metrics(cell)
+        metrics = cell.metrics()
         status = "finished" if metrics is not None else "failed" if cell.failed else "not finished"
         row = {"cell": cell.name, "status": status, **(metrics or {})}
         if cell.failed:
