@@ -137,30 +137,32 @@ class Verdict:
 
 
 def judge(claim: Claim, results: Results) -> Verdict | None:
-    """The claim on our numbers, over the sizes and methods the sweep has; None when it has none."""
+    """The claim on our numbers, over the sizes and methods the sweep has; None when it has none.
+    A failed comparison decides it even while others lack cells; holding needs every one."""
     swept_sizes = results.sizes.get(claim.task, [])
     comparisons = [(size, high, low) for size, high, low in claim.comparisons(swept_sizes)
                    if high in results.methods and low in results.methods]
     if not comparisons:
         return None
-    missing = [(s, h, l) for s, h, l in comparisons if results.value(claim.task, s, h) is None
-               or results.value(claim.task, s, l) is None]
-    if missing:
-        return Verdict(claim.text, "undecided", f"{len(missing)} of {len(comparisons)} comparisons lack finished cells")
+    value = lambda size, method: results.value(claim.task, size, method)
+    decided = [(s, h, l) for s, h, l in comparisons if value(s, h) is not None and value(s, l) is not None]
+    waiting = f"; {len(comparisons) - len(decided)} still lack finished cells" if len(decided) < len(comparisons) else ""
     unit = " dB" if SWEEP_TASKS[claim.task].metric == "psnr" else ""
-    margins = sorted((results.value(claim.task, s, h) - results.value(claim.task, s, l), s, h, l) for s, h, l in comparisons)
+    margins = sorted((value(s, h) - value(s, l), s, h, l) for s, h, l in decided)
     failures = [m for m in margins if m[0] <= 0]
-    scope = "" if claim.sizes or set(swept_sizes) == set(TABLE1[claim.task]) else f"on the sweep's {len(swept_sizes)} size(s)"
     if failures:
-        shown = "; ".join(f"{_size_text(s)}: {COLUMN_TITLES.get(h, h)} {_format(claim.task, results.value(claim.task, s, h))}"
-                          f" vs {COLUMN_TITLES.get(l, l)} {_format(claim.task, results.value(claim.task, s, l))}"
-                          for _, s, h, l in failures[:3])
+        shown = "; ".join(f"{_size_text(s)}: {COLUMN_TITLES.get(h, h)} {_format(claim.task, value(s, h))}"
+                          f" vs {COLUMN_TITLES.get(l, l)} {_format(claim.task, value(s, l))}" for _, s, h, l in failures[:3])
         more = f" (+{len(failures) - 3} more)" if len(failures) > 3 else ""
-        return Verdict(claim.text, "does not hold", f"{len(failures)} of {len(comparisons)} comparisons fail {scope}: {shown}{more}".replace("  ", " "))
+        return Verdict(claim.text, "does not hold",
+                       f"{len(failures)} of {len(decided)} comparisons fail: {shown}{more}{waiting}")
+    if waiting:
+        return Verdict(claim.text, "undecided", f"{len(decided)} of {len(comparisons)} comparisons hold{waiting}")
+    scope = "" if claim.sizes or set(swept_sizes) == set(TABLE1[claim.task]) else f"on the sweep's {len(swept_sizes)} size(s), "
     margin, s, h, l = margins[0]
     spread = max(results.spread[claim.task][s].get(h, 0.0), results.spread[claim.task][s].get(l, 0.0))
     caution = f", within the seed spread {_format(claim.task, spread)}{unit}" if spread >= margin else ""
-    return Verdict(claim.text, "holds", f"{scope + ', ' if scope else ''}smallest margin {_format(claim.task, margin, signed=True)}{unit} "
+    return Verdict(claim.text, "holds", f"{scope}smallest margin {_format(claim.task, margin, signed=True)}{unit} "
                    f"({COLUMN_TITLES.get(h, h)} vs {COLUMN_TITLES.get(l, l)} at {_size_text(s)}{caution})")
 
 
@@ -202,7 +204,9 @@ def _runs_summary(log_path: Path) -> list[str]:
         lines.append(f"- {record['time']}: `{record['command']}` on {machine}; {end['cells_run']} cells run "
                      f"({end['cells_failed']} failed) in {end['wall_seconds'] / 60:.1f} min wall; "
                      f"load average {record['load']} at the start, {end['load']} at the end")
-    return lines + [f"- Wall time of the completed invocations: {total / 60:.1f} min."]
+    completed = len(ended)
+    return lines + [f"- Wall time of the {completed} completed invocation(s): {total / 60:.1f} min." if completed
+                    else "- No invocation has completed yet."]
 
 
 def write_tables(config: SweepConfig, cells: Sequence[Cell], out: Path, log_path: Path) -> Path:
@@ -212,7 +216,8 @@ def write_tables(config: SweepConfig, cells: Sequence[Cell], out: Path, log_path
     header, grid = _grid_tables(results)
     nerf = nerf_values(config)
     verdicts = [v for v in (judge(claim, results) for claim in CLAIMS) if v is not None] + judge_nerf(nerf)
-    finished = sum(cell.finished for cell in cells)
+    finished_metrics = [metrics for cell in cells if (metrics := cell.metrics()) is not None]
+    finished = len(finished_metrics)
     failed = [cell for cell in cells if cell.failed]
 
     lines = [f"# Table 1: {config.title}", "",
@@ -220,7 +225,9 @@ def write_tables(config: SweepConfig, cells: Sequence[Cell], out: Path, log_path
              + (f", {len(failed)} failed (see their error.txt)" if failed else "") + ". "
              "Each value: eval-mode metric (BatchNorm with running statistics re-estimated) of the iterate "
              "the training protocol keeps, mean over inputs and seeds; " + MISSING + " = cells not finished. "
-             "Marks: **best**¹, second², third³ of the row.", "", *_runs_summary(log_path), ""]
+             "Marks: **best**¹, second², third³ of the row.", "", *_runs_summary(log_path),
+             f"- Training time of the finished cells: {sum(m['seconds'] for m in finished_metrics) / 60:.1f} "
+             f"cell-minutes (their metrics.json `seconds`).", ""]
     if results.sizes:
         lines += ["## Ours", "", *_markdown_table(header, grid["ours"]), "",
                   "## Paper", "", *_markdown_table(header, grid["paper"]), "",
