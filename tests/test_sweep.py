@@ -26,7 +26,7 @@ from skimage.transform import resize
 
 from bn_nerf.cli import main
 from bn_nerf.networks.presets import PAPER_METHODS
-from bn_nerf.sweep.cells import ATTEMPTS_FILE, ERROR_FILE, plan_cells
+from bn_nerf.sweep.cells import ATTEMPTS_FILE, ERROR_FILE, execute, plan_cells
 from bn_nerf.sweep.config import load_config
 from bn_nerf.sweep.engine import start_ray
 from bn_nerf.sweep.paper import CLAIMS, TABLE1
@@ -114,6 +114,9 @@ def test_a_sweep_runs_each_cell_as_the_task_command_writes_the_table_and_skips_f
     assert "8 of the 8 chosen are finished, 0 to run" in capsys.readouterr().out
     assert stamps == {c.name: (c.folder / "metrics.json").stat().st_mtime_ns for c in cells}
     assert all(len(attempts(c.folder)) == 1 for c in cells)
+    # A cell handed to a worker again (Ray retrying a worker lost after the cell finished) runs nothing.
+    assert execute(cells[0], threads=1) == {"cell": cells[0].name, "status": "finished", "ran": False}
+    assert len(attempts(cells[0].folder)) == 1 and (cells[0].folder / "metrics.json").stat().st_mtime_ns == stamps[cells[0].name]
 
 
 def test_a_failing_cell_records_its_error_while_the_others_finish(tmp_path, ray_instance, capsys):
@@ -132,6 +135,9 @@ def test_a_failing_cell_records_its_error_while_the_others_finish(tmp_path, ray_
     table = (out / "table1.md").read_text()
     assert "2 of 3 cells finished, 1 failed" in table and "| 2x8 |" in table and "…" in table
     assert "image/camera/bn_2x8/seed0,failed," in (out / "cells.csv").read_text()
+    # --table-only writes the same table elsewhere from the folder as it is, running nothing.
+    assert main(["sweep", str(config), "--out", str(out), "--table-only", "--table-out", str(tmp_path / "table")]) == 0
+    assert (tmp_path / "table" / "table1.md").read_text() == table and len(attempts(broken.folder)) == 1
 
     # Fixed, the rerun retries the failed cell only.
     (broken.folder / "checkpoint.pt").unlink()
