@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mri": ("bn_nerf.tasks.mri", "reconstruct a volume from sampled 3D Fourier coefficients"),
     "occupancy": ("bn_nerf.tasks.occupancy", "fit a mesh's occupancy and extract a surface"),
     "ntk": ("bn_nerf.analysis.ntk_command", "empirical NTK spectra, width sweeps and the 1D spectral-bias demo"),
+    "sweep": ("bn_nerf.sweep.command", "run a Table 1 grid (tasks x methods x sizes x seeds) on Ray and write the table"),
 }
 
 

@@ -10,6 +10,9 @@ import numpy as np
 from bn_nerf.io.errors import InputError
 from bn_nerf.io.images import require_file
 
+# The formats a folder of meshes is read for; trimesh reads these and more, named one by one.
+MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
+
 # The mesh's longest side spans this share of the unit cube, leaving a margin so that the surface
 # never touches the grid's boundary (marching cubes then closes it) and near-surface samples stay inside.
 FILL = 0.9

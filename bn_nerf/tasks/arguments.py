@@ -13,9 +13,9 @@ from pathlib import Path
 
 from bn_nerf.io.errors import InputError
 from bn_nerf.networks import PRESETS
-from bn_nerf.tasks.trainer import RunSpec, TrainConfig
+from bn_nerf.tasks.trainer import KEEP_CHOICES, RunSpec, TrainConfig
 
-CONFIG_KEYS = ("method", "depth", "width", "iterations", "lr", "lr_final", "norm_placement", "pe_octaves")
+CONFIG_KEYS = ("method", "depth", "width", "iterations", "lr", "lr_final", "keep", "norm_placement", "pe_octaves")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class PaperDefaults:
     learning_rate: float
     # The paper trains BN and BN+PE with a larger learning rate (1e-2 for images); None: same as others.
     normalized_learning_rate: float | None = None
+    # The paper's minimum learning rate, reached by exponential decay (occupancy); None: constant.
     final_learning_rate: float | None = None
     method: str = "bn+pe"
     # The paper's "[hidden layers x hidden features]" net sizes for the task (configs/<task>/*.json).
@@ -46,7 +47,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: PaperDefaults) 
     if defaults.normalized_learning_rate:
         lr_help += f"; {defaults.normalized_learning_rate:g} for normalized nets, as the paper"
     group.add_argument("--lr", type=float, help=lr_help + ")")
-    group.add_argument("--lr-final", type=float, help="decay the learning rate exponentially to this value")
+    group.add_argument("--lr-final", type=float,
+                       help="decay the learning rate exponentially to this value at the last iteration "
+                            + (f"(default {defaults.final_learning_rate:g}, the paper's)" if defaults.final_learning_rate
+                               else "(default: constant, the paper's initial rate throughout)"))
+    group.add_argument("--keep", choices=KEEP_CHOICES,
+                       help="iterate to evaluate and save: best = lowest training loss, when each step sees all "
+                            "the data (default), or last")
     group.add_argument("--norm-placement", choices=["after", "before"],
                        help="normalization after the activation (paper text, default) or before it (authors' code)")
     group.add_argument("--pe-octaves", type=int, help="positional-encoding octaves (default 10)")
@@ -97,6 +104,7 @@ def resolve_run(args: argparse.Namespace, defaults: PaperDefaults) -> tuple[RunS
         iterations=int(pick("iterations", defaults.iterations)),
         learning_rate=float(pick("lr", paper_lr)),
         final_learning_rate=pick("lr_final", defaults.final_learning_rate),
+        keep=pick("keep", "best"),
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         device=args.device,

@@ -21,6 +21,9 @@ class Task(abc.ABC):
     out_dim: int
     # The metric a progress bar and a train-mode figure report; `metrics()` must return it.
     primary_metric: str = "psnr"
+    # True when a training step's loss is the whole training objective (all the data, no sampled
+    # batch): the trainer may then keep the iterate with the lowest loss instead of the last.
+    full_batch: bool = True
 
     @abc.abstractmethod
     def training_loss(self, net: nn.Module, generator: torch.Generator) -> torch.Tensor:

@@ -147,9 +147,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, PAPER_DEFAULTS, "outputs/ct")
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks of this command's own options that need no input read; `bn-inr sweep` runs them
+    for every cell before any cell starts."""
     positive(args.size, "--size")
     positive(args.projections, "--projections")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     name, image = prepare_image(args.image, args.size)
     runs = plan_runs(args, PAPER_DEFAULTS, [name])
     task = CTTask(image, args.projections, label=name)

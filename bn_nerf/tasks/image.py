@@ -66,6 +66,7 @@ class ImageTask(Task):
         self.label = label
         self.height, self.width, self.out_dim = image.shape
         self.batch_size = batch_size
+        self.full_batch = batch_size is None
         self.target = torch.from_numpy(image.copy())
         self.pixels = self.target.reshape(-1, self.out_dim)
         self.grid = FixedCoordinates(pixel_coordinates(self.height, self.width))
@@ -163,10 +164,16 @@ def load_images(source: Path | None) -> list[tuple[str, np.ndarray]]:
     return [(source.stem, load_image(require_file(source)))]
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks of this command's own options that need no input read; `bn-inr sweep` runs them
+    for every cell before any cell starts."""
     positive(args.downscale, "--downscale")
     if args.batch_size is not None:
         positive(args.batch_size, "--batch-size")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     images = dict((name, downscaled(image, args.downscale, name)) for name, image in load_images(args.image))
     runs = plan_runs(args, PAPER_DEFAULTS, list(images), several_inputs=args.image is not None and args.image.is_dir())
     rows = fit_runs(args, runs, lambda planned: ImageTask(images[planned.input_name], args.batch_size, planned.input_name),

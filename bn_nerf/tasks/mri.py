@@ -150,10 +150,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, PAPER_DEFAULTS, "outputs/mri")
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks of this command's own options that need no input read; `bn-inr sweep` runs them
+    for every cell before any cell starts."""
     positive(args.size, "--size")
     if args.mask != "full" and not 0.0 < args.sampled_fraction <= 1.0:
         raise InputError(f"--sampled-fraction must be in (0, 1], got {args.sampled_fraction}")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     name, volume = prepare_volume(args.volume, args.size)
     runs = plan_runs(args, PAPER_DEFAULTS, [name])
     mask = sampling_mask(args.mask, volume.shape, args.sampled_fraction, seed=args.mask_seed)

@@ -83,6 +83,7 @@ class OccupancyTask(Task):
     in_dim = 3
     out_dim = 1
     primary_metric = "iou"
+    full_batch = False
 
     def __init__(self, solid, pool_points: int, points_per_iteration: int, eval_resolution: int, seed: int = 0):
         for value, flag in ((pool_points, "--pool-points"), (points_per_iteration, "--points-per-iteration"),
@@ -225,9 +226,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, PAPER_DEFAULTS, "outputs/occupancy")
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks of this command's own options that need no input read; `bn-inr sweep` runs them
+    for every cell before any cell starts."""
     for flag in ("pool_points", "points_per_iteration", "eval_resolution"):
         positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     solid = load_solid(args.mesh)
     runs = plan_runs(args, PAPER_DEFAULTS, [solid.name])
     task = OccupancyTask(solid, args.pool_points, args.points_per_iteration, args.eval_resolution, seed=args.seed)
