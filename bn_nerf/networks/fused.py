@@ -192,7 +192,7 @@ class _NormalizedLinear(torch.autograd.Function):
         count = x.shape[0]
         needs_x, _, needs_weight, needs_bias, needs_gamma, needs_beta = ctx.needs_input_grad[:6]
         grad_sum = column_sums(grad)
-        grad_normalized = rstd * (torch.linalg.vecdot(grad, z, dim=0) - mean * grad_sum)
+        grad_normalized = rstd * (column_sums(grad * z) - mean * grad_sum)
         coefficient = -scale * rstd * grad_normalized / count
         offset = -scale * grad_sum / count - coefficient * mean
         grad_z = torch.addcmul(offset, grad, scale)
