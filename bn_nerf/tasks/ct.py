@@ -124,6 +124,7 @@ def prepare_image(path: Path | None, size: int | None) -> tuple[str, np.ndarray]
     said in one line."""
     from skimage.transform import resize
 
+    reason = " (--size)" if size is not None else ", the paper's size"
     if path is None:
         name, image = EMBEDDED_DEFAULT, embedded_default()
         size = PAPER_SIZE if size is None else size
@@ -141,8 +142,7 @@ def prepare_image(path: Path | None, size: int | None) -> tuple[str, np.ndarray]
         changes.append(f"cropped from {width}x{height} to its central {side}x{side} square")
     if side != size:
         square = resize(square, (size, size), anti_aliasing=side > size)
-        changes.append(f"resized from {side}x{side} to {size}x{size}"
-                       + (" (--size)" if path is not None else ", the paper's size"))
+        changes.append(f"resized from {side}x{side} to {size}x{size}{reason}")
     if changes:
         print(f"ct: {name} {' and '.join(changes)}")
     return name, np.clip(square, 0.0, 1.0).astype(np.float32)
