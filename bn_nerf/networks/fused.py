@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from bn_nerf.networks.matmul import column_sums, matmul_transposed
 from bn_nerf.networks.norms import batchnorm_affine
@@ -54,8 +55,8 @@ def fusable(x: torch.Tensor, *modules: nn.Module) -> bool:
     """Whether input `x` may go through these Linear/BatchNorm modules as one autograd Function."""
     if x.is_complex() or _global_hooks() or any(_hooked(m) for m in modules):
         return False
-    if any(isinstance(m, nn.BatchNorm1d) and type(m) is not nn.BatchNorm1d for m in modules):
-        return False  # SyncBatchNorm and other subclasses keep their own forward
+    if any(isinstance(m, _BatchNorm) and type(m) is not nn.BatchNorm1d for m in modules):
+        return False  # SyncBatchNorm and other BatchNorm kinds keep their own forward
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return False
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
