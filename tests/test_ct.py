@@ -39,10 +39,46 @@ def test_projector_matches_skimage_for_any_angles_and_non_square_images(circle):
     assert relative_error(ours, radon(image, angles, circle=circle)) <= 1e-2
 
 
-def test_projector_is_differentiable():
-    image = torch.rand(16, 16, requires_grad=True)
-    ParallelBeamProjector(16, 16, [0.0, 45.0])(image).square().sum().backward()
+def rotated_sums(image: torch.Tensor, angles, circle: bool) -> torch.Tensor:
+    """The projector's definition computed directly in float64: every angle's rotated square sampled
+    bilinearly (zeros outside) with grid_sample, summed along its columns; (detectors, angles)."""
+    height, width = image.shape
+    size = min(height, width) if circle else int(np.ceil(np.sqrt(2) * max(height, width)))
+    if circle:
+        offsets = [-int(np.ceil((s - size) / 2)) for s in (height, width)]
+    else:
+        offsets = [size // 2 - s // 2 for s in (height, width)]
+    radians = torch.deg2rad(torch.tensor(angles, dtype=torch.float64))[:, None, None]
+    steps = torch.arange(size, dtype=torch.float64) - size // 2
+    columns = size // 2 + torch.cos(radians) * steps + torch.sin(radians) * steps[:, None] - offsets[1]
+    rows = size // 2 - torch.sin(radians) * steps + torch.cos(radians) * steps[:, None] - offsets[0]
+    grid = torch.stack([columns * 2 / (width - 1) - 1, rows * 2 / (height - 1) - 1], dim=-1)
+    source = image.double()[None, None].expand(len(angles), 1, height, width)
+    rotated = torch.nn.functional.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return rotated[:, 0].sum(dim=1).T
+
+
+@pytest.mark.parametrize("circle", [False, True])
+def test_sparse_projector_is_the_bilinear_rotate_and_sum_it_stands_for(circle):
+    image = torch.from_numpy(np.random.default_rng(1).random((23, 30))).float()
+    angles = [0.0, 7.5, 45.0, 90.0, 133.3, 179.0]
+    ours = ParallelBeamProjector(23, 30, angles, circle=circle)(image).double()
+    assert relative_error(ours.numpy(), rotated_sums(image, angles, circle).numpy()) <= 1e-6
+
+
+def test_projector_gradient_is_the_transposed_projection():
+    """<A x, y> = <x, A^T y>: the stored adjoint is the projection's transpose, so autograd's
+    gradient of a sinogram loss is the back-projection it should be."""
+    generator = torch.Generator().manual_seed(0)
+    projector = ParallelBeamProjector(20, 20, np.linspace(0.0, 180.0, 9, endpoint=False))
+    image = torch.rand(20, 20, generator=generator, requires_grad=True)
+    weights = torch.rand(projector.detectors, 9, generator=generator)
+    inner = (projector(image) * weights).sum()
+    inner.backward()
     assert image.grad is not None and image.grad.abs().sum() > 0
+    assert float((image.grad * image.detach()).sum()) == pytest.approx(float(inner), rel=1e-5)
+    batch = torch.stack([image.detach(), image.detach().flip(0)])
+    assert torch.allclose(projector(batch)[1], projector(image.detach().flip(0)))
 
 
 def test_ct_end_to_end_bn_beats_relu_in_eval_mode(tmp_path):
@@ -92,6 +128,20 @@ def test_ct_bad_input_is_one_line_error_without_metrics(tmp_path, capsys, flags,
     error = capsys.readouterr().err.strip()
     assert code == 2 and message in error and "\n" not in error
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_an_image_file_is_fitted_at_its_own_size_unless_size_says_otherwise(tmp_path, capsys):
+    photo = resize(shepp_logan_phantom(), (20, 30))
+    path = tmp_path / "wide.png"
+    iio.imwrite(path, np.round(photo * 255).astype(np.uint8))
+    common = ["ct", "--quiet", "--image", str(path), "--projections", "8", "--depth", "1", "--width", "8",
+              "--iterations", "2", "--threads", "1"]
+    assert main(common + ["--out", str(tmp_path / "own")]) == 0
+    assert "ct: wide cropped from 30x20 to its central 20x20 square\n" in capsys.readouterr().out
+    assert iio.imread(tmp_path / "own" / "reconstruction.png").shape == (20, 20)
+    assert main(common + ["--size", "12", "--out", str(tmp_path / "small")]) == 0
+    assert "and resized from 20x20 to 12x12 (--size)" in capsys.readouterr().out
+    assert iio.imread(tmp_path / "small" / "reconstruction.png").shape == (12, 12)
 
 
 def test_ct_unreadable_image_is_an_error(tmp_path, capsys):

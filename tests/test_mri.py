@@ -106,6 +106,19 @@ def test_mri_bad_input_is_one_line_error_without_metrics(tmp_path, capsys, flags
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_a_volume_file_is_fitted_at_its_own_size_unless_size_says_otherwise(tmp_path, capsys):
+    path = tmp_path / "scan.npy"
+    np.save(path, np.random.default_rng(0).random((6, 8, 10)))
+    common = ["mri", "--quiet", "--volume", str(path), "--mask", "full", "--depth", "1", "--width", "8",
+              "--iterations", "2", "--threads", "1"]
+    assert main(common + ["--out", str(tmp_path / "own")]) == 0
+    assert "mri: scan zero-padded from 6x8x10 to a 10^3 cube\n" in capsys.readouterr().out
+    assert np.load(tmp_path / "own" / "reconstruction.npy").shape == (10, 10, 10)
+    assert main(common + ["--size", "7", "--out", str(tmp_path / "small")]) == 0
+    assert "and resized from 10^3 to 7^3 (--size)" in capsys.readouterr().out
+    assert np.load(tmp_path / "small" / "reconstruction.npy").shape == (7, 7, 7)
+
+
 def test_mri_volume_that_is_not_3d_fails_on_the_command_line(tmp_path, capsys):
     path = tmp_path / "slice.npy"
     np.save(path, np.random.rand(8, 8))

@@ -1,8 +1,10 @@
 """The coordinate-network module: every preset trains, BN sits where asked, LeCun init, folding,
-BN re-estimation and seeding. CPU only, a few seconds in all."""
+BN re-estimation and seeding, the fused BatchNorm layers against stock modules. CPU only, a few
+seconds in all."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -14,7 +16,8 @@ from skimage.transform import resize
 from torch import nn
 
 from bn_nerf import build_network, fold_normalization, reestimate_batchnorm
-from bn_nerf.networks import PRESETS, stored_value_count
+from bn_nerf.networks import PRESETS, convert_to_sync_batchnorm, stored_value_count
+from bn_nerf.networks.matmul import column_sums, matmul_transposed
 
 
 
@@ -156,3 +159,122 @@ def test_the_same_seed_gives_the_same_network_and_training_and_another_seed_does
     for a, b in zip(first.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
     assert not torch.equal(first.head.weight, other.head.weight)
+
+
+def graph_nodes(output: torch.Tensor) -> set[str]:
+    """Names of every autograd node that produced `output`."""
+    seen, names, stack = set(), set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def plain_forward(net: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The coordinate MLP written out with stock modules (nn.Linear, nn.BatchNorm1d, ReLU)."""
+    encoded = net.encoding(inputs)
+    before = net.config.norm_placement == "before"
+    h = encoded
+    for index, (linear, norm) in enumerate(zip(net.linears, net.norms)):
+        if index in net.skips:
+            h = torch.cat([h, encoded], dim=-1)
+        h = torch.relu(norm(linear(h))) if before else norm(torch.relu(linear(h)))
+    return h if net.head is None else net.head(h)
+
+
+FUSED_CASES = {  # (method, overrides, out_dim): the image net, PE, NeRF's skip, a NeRF trunk ending in BN
+    "plain": ("bn", {}, 3),
+    "pe": ("bn+pe", {"pe_octaves": 3}, 3),
+    "skip": ("bn", {"skip_connections": (2,)}, 3),
+    "nerf-trunk": ("bn", {"skip_connections": (2,), "encoding": "pe", "pe_octaves": 2}, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FUSED_CASES))
+@pytest.mark.parametrize("placement", ["after", "before"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_fused_batchnorm_equals_nn_batchnorm1d_in_float64(case, placement, mode):
+    """Outputs, every gradient (parameters and input) and the running statistics of the fused
+    layers equal stock nn.Linear + nn.BatchNorm1d to 1e-6 relative, in float64."""
+    method, overrides, out_dim = FUSED_CASES[case]
+    torch.manual_seed(0)
+    net = build_network(method, 2, out_dim, 4, 16, norm_placement=placement, **overrides).double()
+    with torch.no_grad():  # non-trivial BN affine parameters and running statistics
+        for norm in net.norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+            norm.running_mean.uniform_(-0.2, 0.2)
+            norm.running_var.uniform_(0.5, 2.0)
+    net.norms[1].momentum = None  # a cumulative average keeps its meaning too
+    reference = copy.deepcopy(net)
+    net.train(mode == "train")
+    reference.train(mode == "train")
+    inputs = (torch.rand(300, 2, dtype=torch.float64) * 2 - 1).requires_grad_()
+    reference_inputs = inputs.detach().clone().requires_grad_()
+    cotangent = torch.randn(300, out_dim or 16, dtype=torch.float64)
+    for _ in range(2):  # two steps: running statistics move twice
+        output, expected = net(inputs), plain_forward(reference, reference_inputs)
+        (output * cotangent).sum().backward()
+        (expected * cotangent).sum().backward()
+    # Batch statistics: the fused Function; running statistics: BN folded into a Linear, no BN kernel.
+    nodes = graph_nodes(output)
+    assert ("_NormalizedLinearBackward" if mode == "train" else "_LinearBackward") in nodes
+    assert "NativeBatchNormBackward0" not in nodes or case == "nerf-trunk"
+    assert torch.allclose(output, expected, rtol=1e-9, atol=1e-12)
+    for (name, mine), theirs in zip([("input", inputs), *net.named_parameters()],
+                                    [reference_inputs, *reference.parameters()]):
+        scale = theirs.grad.abs().max()
+        # A Linear feeding a train-mode BN has an exactly zero bias gradient (its stock gradient is rounding).
+        assert (mine.grad - theirs.grad).abs().max() <= 1e-6 * max(scale, net_gradient_scale(reference)), name
+    for (name, mine), theirs in zip(net.named_buffers(), reference.buffers()):
+        assert torch.equal(mine, theirs) if name.endswith("num_batches_tracked") else torch.allclose(mine, theirs, rtol=1e-12), name
+
+
+def net_gradient_scale(net: nn.Module) -> float:
+    return max(p.grad.abs().max().item() for p in net.parameters()) * 1e-6
+
+
+def test_fused_layers_agree_with_stock_modules_in_float32_on_the_fast_kernels():
+    torch.manual_seed(0)
+    net = build_network("bn", 2, 3, 5, 28)
+    reference = copy.deepcopy(net)
+    inputs, target = photo(64)
+    losses = []
+    for model, forward in ((net, net), (reference, lambda x: plain_forward(reference, x))):
+        loss = F.mse_loss(forward(inputs), target)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, mine), theirs in zip(net.named_parameters(), reference.parameters()):
+        assert (mine.grad - theirs.grad).norm() <= 1e-4 * theirs.grad.norm() + 1e-7, name
+
+
+def test_hooks_and_syncbatchnorm_take_the_stock_path():
+    torch.manual_seed(0)
+    inputs, _ = photo(16)
+    net = build_network("bn", 2, 3, 3, 16)
+    assert "_NormalizedLinearBackward" in graph_nodes(net(inputs))
+    seen = []
+    handle = net.norms[1].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    output = net(inputs)
+    handle.remove()
+    assert len(seen) == 1 and seen[0].shape == (256, 16) and (seen[0] >= 0).all()
+    assert "NativeBatchNormBackward0" in graph_nodes(output)
+    synced = convert_to_sync_batchnorm(copy.deepcopy(net))
+    assert "_NormalizedLinearBackward" not in graph_nodes(synced(inputs))
+    assert torch.allclose(synced(inputs), net(inputs), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matmul_transposed_is_x_times_y_transposed_plus_bias(dtype):
+    generator = torch.Generator().manual_seed(0)
+    x, y, bias = (torch.randn(shape, generator=generator, dtype=dtype) for shape in ((1000, 28), (7, 28), (7,)))
+    expected = x.double() @ y.double().T + bias.double()
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(matmul_transposed(x, y, bias).double(), expected, atol=tolerance)
+    assert torch.allclose(matmul_transposed(x, y).double(), expected - bias.double(), atol=tolerance)
+    assert torch.allclose(column_sums(x).double(), x.double().sum(0), atol=tolerance * 100)

@@ -14,17 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bn_nerf.networks.mlp import CoordinateMLP
-
-
-def batchnorm_affine(norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) of an eval-mode BatchNorm."""
-    scale = torch.rsqrt(norm.running_var + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight
-    shift = -norm.running_mean * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias
-    return scale, shift
+from bn_nerf.networks.norms import batchnorm_affine
 
 
 @torch.no_grad()

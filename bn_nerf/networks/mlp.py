@@ -12,6 +12,7 @@ from torch import nn
 
 from bn_nerf.networks.config import NetworkConfig
 from bn_nerf.networks.encodings import GaussianFourierFeatures, IdentityEncoding, PositionalEncoding
+from bn_nerf.networks.fused import batchnorm_then_linear, fusable, linear as fused_linear, linear_then_batchnorm
 from bn_nerf.networks.norms import make_norm
 
 
@@ -127,15 +128,43 @@ class CoordinateMLP(nn.Module):
 
     def forward_encoded(self, encoded: torch.Tensor) -> torch.Tensor:
         """The network after its (parameter-free) encoding; callers with fixed coordinates may
-        encode once and call this every step."""
+        encode once and call this every step.
+
+        BatchNorm layers run fused with the Linear beside them (`bn_nerf.networks.fused`) wherever
+        `fusable` allows: after the activation, BN is folded into the Linear that consumes it;
+        before it, BN runs in one Function with the Linear that feeds it. Elsewhere -- hooks that
+        must see a layer's input, SyncBatchNorm, torch.func transforms, a trunk's last BN, which
+        feeds its caller's heads -- each module is called as itself.
+        """
         norm_first = self.config.norm_placement == "before"
         h = encoded
+        pending_norm: nn.BatchNorm1d | None = None  # BN after the last activation, not yet applied
         for index, (linear, norm) in enumerate(zip(self.linears, self.norms)):
-            if index in self.skips:
-                h = torch.cat([h, encoded.to(h.dtype)], dim=-1)
-            h = linear(h)
-            h = self.activation(norm(h)) if norm_first else norm(self.activation(h))
+            skip = encoded.to(h.dtype) if index in self.skips else None
+            if pending_norm is not None:
+                z = batchnorm_then_linear(h, skip, pending_norm, linear)
+                pending_norm = None
+            else:
+                if skip is not None:
+                    h = torch.cat([h, skip], dim=-1)
+                if norm_first and isinstance(norm, nn.BatchNorm1d) and fusable(h, linear, norm):
+                    h = self.activation(linear_then_batchnorm(h, linear, norm))
+                    continue
+                z = self._linear(h, linear)
+            if norm_first:
+                h = self.activation(norm(z))
+                continue
+            h = self.activation(z)
+            consumer = self.linears[index + 1] if index + 1 < self.depth else self.head
+            if isinstance(norm, nn.BatchNorm1d) and consumer is not None and fusable(h, norm, consumer):
+                pending_norm = norm
+            else:
+                h = norm(h)
         if self.head is None:
             return h
-        out = self.head(h)
+        out = batchnorm_then_linear(h, None, pending_norm, self.head) if pending_norm is not None else self._linear(h, self.head)
         return out.real if out.is_complex() else out
+
+    @staticmethod
+    def _linear(h: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+        return fused_linear(h, layer) if fusable(h, layer) else layer(h)

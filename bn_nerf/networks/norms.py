@@ -54,6 +54,18 @@ def make_norm(kind: str, width: int, groups: int = 4) -> nn.Module:
     raise ValueError(f"unknown normalization '{kind}'; choose from {', '.join(NORM_KINDS)}")
 
 
+def batchnorm_affine(norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of a BatchNorm with its running statistics: eval mode computes scale * x + shift.
+    Differentiable in the BatchNorm's weight and bias."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    return scale, shift
+
+
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm)]
 

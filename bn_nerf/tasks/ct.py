@@ -8,8 +8,8 @@ the same projector applied to the ground truth, at `--projections` angles spread
 against the ground truth; the classical reference row is scikit-image's filtered back-projection
 (ramp filter) from the same projections, clipped the same way.
 
-Input: any image file, made grayscale (luminance), centre-cropped to a square and resized to
-`--size`; by default scikit-image's Shepp-Logan phantom.
+Input: any image file, made grayscale (luminance) and centre-cropped to a square, at its own size
+unless `--size` asks for another; by default scikit-image's Shepp-Logan phantom at the paper's 512.
 """
 
 from __future__ import annotations
@@ -118,22 +118,33 @@ def embedded_default() -> np.ndarray:
     return shepp_logan_phantom().astype(np.float32)
 
 
-def prepare_image(path: Path | None, size: int) -> tuple[str, np.ndarray]:
-    """(name, square grayscale image in [0, 1] of side `size`)."""
+def prepare_image(path: Path | None, size: int | None) -> tuple[str, np.ndarray]:
+    """(name, square grayscale image in [0, 1]): an image file's central square at its own side, or
+    the embedded phantom at the paper's side, unless `size` asks for another; a crop or a resize is
+    said in one line."""
     from skimage.transform import resize
 
+    reason = " (--size)" if size is not None else ", the paper's size"
     if path is None:
         name, image = EMBEDDED_DEFAULT, embedded_default()
+        size = PAPER_SIZE if size is None else size
     else:
         name, pixels = path.stem, load_image(path)
         # Luminance weights (ITU-R 601) for colour images; grayscale passes through.
         image = pixels[..., 0] if pixels.shape[-1] == 1 else pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     height, width = image.shape
     side = min(height, width)
+    size = side if size is None else size
     top, left = (height - side) // 2, (width - side) // 2
     square = image[top:top + side, left:left + side]
+    changes = []
+    if height != width:
+        changes.append(f"cropped from {width}x{height} to its central {side}x{side} square")
     if side != size:
         square = resize(square, (size, size), anti_aliasing=side > size)
+        changes.append(f"resized from {side}x{side} to {size}x{size}{reason}")
+    if changes:
+        print(f"ct: {name} {' and '.join(changes)}")
     return name, np.clip(square, 0.0, 1.0).astype(np.float32)
 
 
@@ -141,7 +152,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path,
                         help="ground-truth image file (made grayscale, centre-cropped square); "
                              "default: scikit-image's Shepp-Logan phantom")
-    parser.add_argument("--size", type=int, default=PAPER_SIZE, help=f"image side in pixels (default {PAPER_SIZE}, the paper's)")
+    parser.add_argument("--size", type=int,
+                        help=f"image side in pixels (default: an --image file's own, the side of its central "
+                             f"square; the embedded phantom at {PAPER_SIZE}, the paper's)")
     parser.add_argument("--projections", type=int, default=PAPER_PROJECTIONS,
                         help=f"parallel-beam projections over [0, 180) degrees (default {PAPER_PROJECTIONS}, the paper's)")
     add_task_arguments(parser, PAPER_DEFAULTS, "outputs/ct")
@@ -150,7 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     """The checks of this command's own options that need no input read; `bn-inr sweep` runs them
     for every cell before any cell starts."""
-    positive(args.size, "--size")
+    if args.size is not None:  # None: an input file's own size (the embedded default: the paper's)
+        positive(args.size, "--size")
     positive(args.projections, "--projections")
 
 

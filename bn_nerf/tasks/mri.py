@@ -13,7 +13,7 @@ of the reconstruction clipped to [0, 1]. The classical reference row is the zero
 FFT (its real part, since the volume is real), clipped the same way.
 
 Input: the embedded analytic head phantom, or a `.npy` / NIfTI volume rescaled to [0, 1],
-zero-padded to a cube and resized to `--size`.
+zero-padded to a cube, at its own size unless `--size` asks for another.
 """
 
 from __future__ import annotations
@@ -123,26 +123,37 @@ class MRITask(Task):
         save_image(out_dir / "mask_slices.png", mid_slices(mask))
 
 
-def prepare_volume(path: Path | None, size: int) -> tuple[str, np.ndarray]:
-    """(name, (size, size, size) volume in [0, 1])."""
+def prepare_volume(path: Path | None, size: int | None) -> tuple[str, np.ndarray]:
+    """(name, cube volume in [0, 1]): a volume file zero-padded to a cube at its own side, or the
+    head phantom at the paper's side, unless `size` asks for another; padding or resizing a file is
+    said in one line."""
     from skimage.transform import resize
 
     if path is None:
-        return EMBEDDED_DEFAULT, head_phantom(size)
+        return EMBEDDED_DEFAULT, head_phantom(PAPER_SIZE if size is None else size)
     volume = load_volume(path)
     name = path.name.split(".")[0]
     side = max(volume.shape)
+    size = side if size is None else size
     padding = [((side - s) // 2, side - s - (side - s) // 2) for s in volume.shape]
     cube = np.pad(volume, padding)
+    changes = []
+    if any(s != side for s in volume.shape):
+        changes.append(f"zero-padded from {'x'.join(map(str, volume.shape))} to a {side}^3 cube")
     if side != size:
         cube = resize(cube, (size, size, size), anti_aliasing=side > size)
+        changes.append(f"resized from {side}^3 to {size}^3 (--size)")
+    if changes:
+        print(f"mri: {name} {' and '.join(changes)}")
     return name, np.clip(cube, 0.0, 1.0).astype(np.float32)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--volume", type=Path,
                         help="ground-truth volume (.npy, .nii, .nii.gz); default: an analytic head phantom")
-    parser.add_argument("--size", type=int, default=PAPER_SIZE, help=f"volume side in voxels (default {PAPER_SIZE}, the paper's)")
+    parser.add_argument("--size", type=int,
+                        help=f"volume side in voxels (default: a --volume file's own longest side; the embedded "
+                             f"phantom at {PAPER_SIZE}, the paper's)")
     parser.add_argument("--mask", choices=MASK_KINDS, default=DEFAULT_MASK, help=f"k-space sampling (default {DEFAULT_MASK})")
     parser.add_argument("--sampled-fraction", type=float, default=DEFAULT_FRACTION,
                         help=f"fraction of k-space measured by random, variable-density and radial masks (default {DEFAULT_FRACTION})")
@@ -153,7 +164,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     """The checks of this command's own options that need no input read; `bn-inr sweep` runs them
     for every cell before any cell starts."""
-    positive(args.size, "--size")
+    if args.size is not None:  # None: an input file's own size (the embedded default: the paper's)
+        positive(args.size, "--size")
     if args.mask != "full" and not 0.0 < args.sampled_fraction <= 1.0:
         raise InputError(f"--sampled-fraction must be in (0, 1], got {args.sampled_fraction}")
 

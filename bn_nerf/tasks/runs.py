@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
 from bn_nerf.io.errors import InputError
 from bn_nerf.tasks.arguments import PaperDefaults, add_run_arguments, resolve_run
 from bn_nerf.tasks.base import Task
-from bn_nerf.tasks.trainer import CHECKPOINT_FILE, METRICS_FILE, RunSpec, TrainConfig, fit, validate_run
+from bn_nerf.tasks.runtime import choose_threads, keep_freed_memory
+from bn_nerf.tasks.trainer import CHECKPOINT_FILE, METRICS_FILE, RunSpec, TrainConfig, fit, resolve_device, validate_run
 
 RUNS_CSV = "runs.csv"
 
@@ -51,8 +50,8 @@ def add_task_arguments(parser: argparse.ArgumentParser, defaults: PaperDefaults,
                         help="several net sizes (the paper's: " + " ".join(f"{d}x{w}" for d, w in defaults.sizes)
                              + "); replaces --depth/--width")
     parser.add_argument("--threads", type=int,
-                        help="CPU threads for PyTorch (default: its own choice); 1 is many times faster "
-                             "when other jobs share the cores (see BENCHMARKS.md)")
+                        help="CPU threads for PyTorch (default: one or all usable cores, whichever a short "
+                             "probe at the start measures faster on this machine; see BENCHMARKS.md)")
     add_run_arguments(parser, defaults)
 
 
@@ -69,7 +68,7 @@ def plan_runs(args: argparse.Namespace, defaults: PaperDefaults, input_names: Se
     """Every (input, method, size) run asked for, each validated. `several_inputs` keeps the
     several-runs layout even for one input (a folder holding a single image)."""
     if args.threads is not None:
-        torch.set_num_threads(positive(args.threads, "--threads"))
+        positive(args.threads, "--threads")
     if args.methods and args.method:
         raise InputError("give either --method or --methods, not both")
     if args.sizes and (args.depth is not None or args.width is not None):
@@ -87,6 +86,8 @@ def plan_runs(args: argparse.Namespace, defaults: PaperDefaults, input_names: Se
             for name in input_names:
                 out_dir = args.out if single else args.out / name / f"{spec.method}_{spec.depth}x{spec.width}"
                 runs.append(PlannedRun(name, spec, train, out_dir))
+    keep_freed_memory()
+    print(choose_threads(args.threads, resolve_device(args.device)))
     return runs
 
 
