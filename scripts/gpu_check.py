@@ -42,9 +42,7 @@ def radiance_run(label: str, method: str, normalization: str, steps: int, scene:
     model = trainer.pipeline.model
     metrics = test_metrics(trainer)
     row = {"check": label, "steps": record.steps, "steps_per_s": round(record.steps / record.seconds, 2),
-           "test_psnr": round(metrics["psnr"], 2),
-           # bn-nerf reports its fine level's SSIM, bn-diner its only level's.
-           "test_ssim": round(metrics.get("ssim", metrics.get("fine_ssim", float("nan"))), 3)}
+           "test_psnr": round(metrics["psnr"], 2), "test_ssim": round(metrics["ssim"], 3)}
     if hasattr(model, "occupancy_grid"):
         row["table"] = model.field.position_encoding.backend
         row["rays_marched_by"] = model.occupancy_grid.marcher

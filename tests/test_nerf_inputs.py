@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,15 @@ def test_malformed_json(scene):
     (scene / "transforms_val.json").write_text('{"camera_angle_x": 0.69, "frames": [')
     message = error_of(scene, "val")
     assert "transforms_val.json" in message and "malformed JSON" in message
+
+
+def test_transforms_without_camera_angle_x(scene):
+    transforms = scene / "transforms_test.json"
+    meta = json.loads(transforms.read_text())
+    del meta["camera_angle_x"]
+    transforms.write_text(json.dumps(meta))
+    message = error_of(scene, "test")
+    assert "transforms_test.json" in message and "camera_angle_x" in message
 
 
 def test_images_of_mixed_sizes(scene):
@@ -112,7 +122,7 @@ def test_model_metrics_work_offline(no_downloaded_weights):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         metrics_dict, images = model.get_image_metrics_and_images(outputs, {"image": image})
-    assert {"psnr", "coarse_psnr", "fine_psnr", "fine_ssim"} <= set(metrics_dict) and "fine_lpips" not in metrics_dict
+    assert {"psnr", "ssim", "coarse_psnr", "fine_psnr", "fine_ssim"} <= set(metrics_dict) and "fine_lpips" not in metrics_dict
     assert images["img"].shape == (8, 24, 3)
 
 

@@ -20,17 +20,17 @@ import torch
 
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
-from nerfstudio.plugins.registry import discover_methods
 
 from bn_nerf.nerf.trainer import BatchNormTrainer
 
 
 def method_config(method: str) -> TrainerConfig:
     """A copy of the registered configuration of `method` (ours and nerfstudio's built-in ones)."""
-    configs = discover_methods()[0]
-    if method not in configs:
+    from nerfstudio.configs.method_configs import all_methods
+
+    if method not in all_methods:
         raise ValueError(f"unknown method '{method}'")
-    return copy.deepcopy(configs[method])
+    return copy.deepcopy(all_methods[method])
 
 
 def setup_trainer(config: TrainerConfig, scene: Path, output: Path, device: str, seed: int = 0) -> Trainer:

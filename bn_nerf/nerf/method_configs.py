@@ -89,8 +89,8 @@ bn_diner = MethodSpecification(
 CPU_STEPS = 2000
 CPU_MODEL_OPTIONS = dict(eval_num_rays_per_chunk=4096, batchnorm_calibration_rays=4096)
 CPU_TABLE_RESOLUTION = 96
-CPU_TABLE_FEATURES = 4
-CPU_RENDER_STEP = 0.02
+CPU_TABLE_FEATURES = 8
+CPU_RENDER_STEP = 0.015
 CPU_DINER_RAYS = 1024
 CPU_TABLE_LR = 1e-2
 CPU_NETWORK_LR = 1e-2

@@ -171,7 +171,9 @@ class BNNeRFModel(BatchNormModelMixin, NeRFModel):
         image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb_coarse"].device))
         fine = image_metrics(outputs["rgb_fine"], image)
         metrics_dict = {
+            # The model's answer is its fine level: "psnr"/"ssim" name it as bn-diner's do.
             "psnr": fine["psnr"],
+            "ssim": fine["ssim"],
             "coarse_psnr": image_metrics(outputs["rgb_coarse"], image)["psnr"],
             "fine_psnr": fine["psnr"],
             "fine_ssim": fine["ssim"],
