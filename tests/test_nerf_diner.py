@@ -193,3 +193,16 @@ def test_batchnorm_follows_the_relu_or_precedes_it_in_both_nerf_fields(kind, pla
             assert values.min() >= 0
         else:
             assert values.min() < 0 < values.max()
+
+
+def test_smoothness_penalty_measures_neighbour_differences_of_a_dense_table():
+    table = FeatureTable(12, 2, 12)
+    with torch.no_grad():
+        table.table.copy_(torch.arange(12.0)[None, None, None, :].expand(2, 12, 12, 12) * 0.5)  # ramp along x
+    # Steps of 0.5 along x, none along y and z: (0.25 + 0 + 0) / 3 on any block.
+    assert float(table.smoothness_penalty(block=5)) == pytest.approx(0.25 / 3)
+    with torch.no_grad():
+        table.table.fill_(0.3)
+    assert float(table.smoothness_penalty(block=5)) == 0.0
+    with pytest.raises(ValueError, match="dense torch table"):
+        FeatureTable(9, 2, 9).smoothness_penalty(block=5)

@@ -30,6 +30,7 @@ from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from bn_nerf.nerf.fields import Normalization, NormPlacement, make_diner_field
 from bn_nerf.nerf.metrics import image_metrics
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 # Points per no-grad density query of a grid update: bounds its memory on a 128^3 grid.
 DENSITY_QUERY_CHUNK = 1 << 16
+# Side of the random table block of a step's smoothness estimate (40^3: 64,000 vertices).
+SMOOTHNESS_BLOCK = 40
 
 
 @dataclass
@@ -69,6 +72,9 @@ class BNDINERModelConfig(ModelConfig):
     """Table budget: dense (one entry per vertex) when resolution^3 fits 2^this, hashed otherwise."""
     table_implementation: Implementation = "auto"
     """"auto": tiny-cuda-nn when it imports on CUDA, torch otherwise; "torch": always torch."""
+    table_smoothness: float = 0.0
+    """Weight of a total-variation prior on a dense torch table (0: none): the mean squared difference
+    of neighbouring entries, on a random 40^3 block a step."""
     trunk_depth: int = 2
     trunk_width: int = 64
     colour_depth: int = 2
@@ -107,7 +113,6 @@ class BNDINERModel(BatchNormModelMixin, Model):
             colour_depth=c.colour_depth,
             colour_width=c.colour_width,
         )
-        logger.info("bn-diner table backend: %s", self.field.position_encoding.backend)
         self.occupancy_grid = OccupancyGrid(
             self.scene_box.aabb,
             OccupancyGridSettings(
@@ -142,6 +147,10 @@ class BNDINERModel(BatchNormModelMixin, Model):
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         def update_occupancy_grid(step: int) -> None:
+            if step == 0:
+                table, grid = self.field.position_encoding, self.occupancy_grid
+                CONSOLE.print(f"bn-diner: table {table.resolution}^3 x {table.features} ({table.backend}), "
+                              f"occupancy grid {grid.settings.resolution}^3 with rays marched by {grid.marcher}")
             self.occupancy_grid.update(step, self.density_at)
             if self.occupancy_grid.occupied_fraction == 0:
                 # Every cell's density fell below the threshold: rendering would be all background and
@@ -212,12 +221,16 @@ class BNDINERModel(BatchNormModelMixin, Model):
         else:
             image = self.renderer_rgb.blend_background(image)
         loss = self.rgb_loss(image, predicted)
+        losses = {"rgb_loss": loss}
+        if self.training and self.config.table_smoothness > 0:
+            penalty = self.field.position_encoding.smoothness_penalty(SMOOTHNESS_BLOCK)
+            losses["table_smoothness"] = self.config.table_smoothness * penalty
         if not torch.isfinite(loss):
             # A diverged run would otherwise go on writing checkpoints of a broken field.
             print(f"error: bn-diner: the loss became {float(loss)}; training stopped (try a lower learning rate)",
                   file=sys.stderr)
             sys.exit(1)
-        return {"rgb_loss": loss}
+        return losses
 
     def calibrate_batchnorm(self, ray_bundles: Sequence[RayBundle]) -> int:
         return reestimate_batchnorm(self.field, lambda: [self.get_outputs(rays) for rays in ray_bundles])
