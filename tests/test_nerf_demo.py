@@ -23,7 +23,7 @@ DEMO_STEPS = 60
 def restore_thread_count():
     previous = torch.get_num_threads()
     yield
-    torch.set_num_threads(previous)  # the demo sets its own (one by default)
+    torch.set_num_threads(previous)  # the demo chooses its own
 
 
 def best_constant_psnr(images: list[np.ndarray]) -> float:
