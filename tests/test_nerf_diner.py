@@ -115,8 +115,9 @@ def test_updates_keep_the_cells_the_density_fills_and_samples_only_there():
 
 
 def tiny_diner_model(**overrides):
-    config = BNDINERModelConfig(table_resolution=8, table_features=2, log2_table_entries=10, trunk_width=16,
-                                colour_width=16, occupancy_resolution=8, render_step_size=0.1, **overrides)
+    settings = dict(table_resolution=8, table_features=2, log2_table_entries=10, trunk_width=16, colour_width=16,
+                    occupancy_resolution=8, render_step_size=0.1)
+    config = BNDINERModelConfig(**{**settings, **overrides})
     return config.setup(scene_box=SceneBox(aabb=BOX), num_train_data=1)
 
 
@@ -206,3 +207,6 @@ def test_smoothness_penalty_measures_neighbour_differences_of_a_dense_table():
     assert float(table.smoothness_penalty(block=5)) == 0.0
     with pytest.raises(ValueError, match="dense torch table"):
         FeatureTable(9, 2, 9).smoothness_penalty(block=5)
+    # A model asked for the prior on a hashed table says so when it is built, not at its first step.
+    with pytest.raises(ValueError, match="table_smoothness needs a dense torch table"):
+        tiny_diner_model(table_resolution=16, table_smoothness=1.0)

@@ -113,6 +113,11 @@ class BNDINERModel(BatchNormModelMixin, Model):
             colour_depth=c.colour_depth,
             colour_width=c.colour_width,
         )
+        backend = self.field.position_encoding.backend
+        if c.table_smoothness > 0 and backend != "torch-dense":
+            # Found here, before training, rather than at the first step's loss.
+            raise ValueError(f"bn-diner: table_smoothness needs a dense torch table; this one is {backend} "
+                             f"(set --pipeline.model.table-smoothness 0, or a table that fits densely)")
         self.occupancy_grid = OccupancyGrid(
             self.scene_box.aabb,
             OccupancyGridSettings(
