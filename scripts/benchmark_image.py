@@ -47,7 +47,7 @@ from bn_nerf.networks.encodings import PositionalEncoding
 from bn_nerf.networks.fused import batchnorm_then_linear, linear
 from bn_nerf.networks.matmul import matmul_transposed
 from bn_nerf.tasks.image import PAPER_DEFAULTS, ImageTask, pixel_coordinates
-from bn_nerf.tasks.runtime import keep_freed_memory
+from bn_nerf.runtime import keep_freed_memory
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig, fit
 
 DEPTH, WIDTH = 10, 28

@@ -42,7 +42,7 @@ from bn_nerf.signals.solids import BumpySphere
 from bn_nerf.tasks.ct import CTTask, prepare_image
 from bn_nerf.tasks.mri import DEFAULT_FRACTION, DEFAULT_MASK, MRITask, prepare_volume
 from bn_nerf.tasks.occupancy import PAPER_POINTS_PER_ITERATION, DEFAULT_POOL, OccupancyTask
-from bn_nerf.tasks.runtime import choose_threads, keep_freed_memory
+from bn_nerf.runtime import choose_threads, keep_freed_memory
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig, fit
 
 # Table 1 of the paper for the nets benchmarked here (CT, MRI: PSNR dB; shape: IoU).

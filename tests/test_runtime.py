@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from bn_nerf.cli import main
-from bn_nerf.tasks.runtime import choose_threads, usable_cores
+from bn_nerf.runtime import choose_threads, usable_cores
 
 FAULT_PROBE = textwrap.dedent("""
     import resource, sys, torch
-    from bn_nerf.tasks.runtime import keep_freed_memory
+    from bn_nerf.runtime import keep_freed_memory
     torch.set_num_threads(1)
     if sys.argv[1] == "keep":
         assert keep_freed_memory()

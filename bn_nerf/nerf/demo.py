@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bn_nerf.tasks.runtime import choose_threads
+from bn_nerf.runtime import choose_threads
 
 METHODS = ("bn-diner-cpu", "bn-nerf-cpu")
 # Steps for a run of under five minutes end to end on 2 quiet CPU cores (see BENCHMARKS.md "NeRF"

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from bn_nerf.io.errors import InputError
 from bn_nerf.tasks.arguments import PaperDefaults, add_run_arguments, resolve_run
 from bn_nerf.tasks.base import Task
-from bn_nerf.tasks.runtime import choose_threads, keep_freed_memory
+from bn_nerf.runtime import choose_threads, keep_freed_memory
 from bn_nerf.tasks.trainer import CHECKPOINT_FILE, METRICS_FILE, RunSpec, TrainConfig, fit, resolve_device, validate_run
 
 RUNS_CSV = "runs.csv"

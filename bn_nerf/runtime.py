@@ -1,4 +1,5 @@
-"""Process defaults a `bn-inr` run chooses for itself: how many CPU threads, and how freed memory is kept.
+"""Process defaults a run chooses for itself (`bn-inr` tasks, `bn-nerf-demo`): how many CPU threads,
+and how freed memory is kept.
 
 Threads: PyTorch starts one thread per core. On a quiet machine a second thread nearly halves a
 step; on a shared one whose other core is busy, two OpenMP threads wait on each other and a step
