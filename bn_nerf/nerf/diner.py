@@ -33,7 +33,7 @@ from nerfstudio.utils import colormaps
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from bn_nerf.nerf.fields import Normalization, NormPlacement, make_diner_field
-from bn_nerf.nerf.metrics import image_metrics
+from bn_nerf.nerf.metrics import image_metrics, psnr
 from bn_nerf.nerf.models import BatchNormModelMixin, training_interval_collider
 from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings, packed_weights
 from bn_nerf.nerf.tables import Implementation
@@ -208,7 +208,7 @@ class BNDINERModel(BatchNormModelMixin, Model):
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         image = self.renderer_rgb.blend_background(batch["image"].to(self.device))
         return {
-            "psnr": -10 * torch.log10(((outputs["rgb"] - image) ** 2).mean()),
+            "psnr": psnr(outputs["rgb"], image),
             "samples_per_ray": outputs["num_samples_per_ray"].float().mean(),
             "occupied_fraction": torch.tensor(self.occupancy_grid.occupied_fraction),
         }

@@ -125,8 +125,6 @@ class OccupancyGrid(nn.Module):
         if self._marcher is None:
             cuda = self.estimator.occs.is_cuda and nerfacc_kernels_load()
             self._marcher = "nerfacc-cuda" if cuda else "torch"
-            logger.info("occupancy grid %d^3, step %g: rays marched by %s",
-                        self.settings.resolution, self.settings.render_step_size, self._marcher)
         return self._marcher
 
     @torch.no_grad()

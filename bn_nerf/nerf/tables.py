@@ -4,7 +4,8 @@ with trilinear interpolation, in front of the (BN) MLP.
 The table is dense -- one entry per grid vertex, no collisions -- when `resolution`^3 entries fit
 the budget of 2^`log2_entries`, and hashed (instant-ngp's spatial hash of the vertex, modulo the
 table size) when they do not. It runs through tiny-cuda-nn when tinycudann imports and CUDA is
-present, and through torch otherwise; `FeatureTable.backend` says which, and the field logs it.
+present, and through torch otherwise; `FeatureTable.backend` says which, logged when the table is
+built (bn-diner also prints it when training starts).
 """
 
 from __future__ import annotations
