@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -71,6 +72,64 @@ def test_images_of_mixed_sizes(scene):
     Image.new("RGBA", (5, 8)).save(scene / "train" / "r_1.png")
     message = error_of(scene)
     assert "mixed sizes" in message and "r_1.png is 5x8" in message
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    """Cut a file as an interrupted copy or download does."""
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    return path
+
+
+def test_truncated_image(scene):
+    truncate(scene / "train" / "r_1.png")
+    message = error_of(scene)
+    assert str(scene / "train" / "r_1.png") in message and "truncated" in message
+
+
+def test_an_image_replaced_after_a_check_is_checked_again(scene):
+    check_blender_split(scene, "train")
+    truncate(scene / "train" / "r_0.png")
+    assert "r_0.png: unreadable image" in error_of(scene)
+
+
+def edit_first_frame(scene: Path, split: str, **changes) -> Path:
+    transforms = scene / f"transforms_{split}.json"
+    meta = json.loads(transforms.read_text())
+    meta["frames"][0].update(changes)
+    transforms.write_text(json.dumps(meta))
+    return transforms
+
+
+@pytest.mark.parametrize("matrix, problem", [
+    ([[1, 0], [0, 1]], "is not a 4x4 matrix of numbers"),
+    ([[1, 0, 0, 0], [0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "is not a 4x4 matrix of numbers"),
+    ([[1, 0, 0, "x"]] * 4, "is not a 4x4 matrix of numbers"),
+    ([[1, 0, 0, math.nan]] * 4, "is not all finite"),
+])
+def test_transform_that_is_not_a_finite_4x4_matrix(scene, matrix, problem):
+    transforms = edit_first_frame(scene, "val", transform_matrix=matrix)
+    assert error_of(scene, "val") == f"{transforms}: frame 0's transform_matrix {problem}"
+
+
+@pytest.mark.parametrize("angle", [0, -0.5, 3.2, "0.69", None, True])
+def test_camera_angle_x_that_is_no_field_of_view(scene, angle):
+    transforms = scene / "transforms_train.json"
+    transforms.write_text(json.dumps({**json.loads(transforms.read_text()), "camera_angle_x": angle}))
+    message = error_of(scene)
+    assert message.startswith(f"{transforms}: camera_angle_x must be") and repr(angle) in message
+
+
+@pytest.mark.parametrize("mode", ["P", "LA", "I;16"])
+def test_image_that_nerfstudio_would_misread(scene, mode):
+    """nerfstudio reads a palette image's indices as gray levels and asserts on two channels."""
+    image = scene / "test" / "r_0.png"
+    Image.open(image).convert("RGB").convert(mode).save(image)
+    assert error_of(scene, "test") == f"{image}: a {mode} image; nerfstudio reads 8-bit grayscale, RGB or RGBA"
+
+
+def test_frame_whose_file_path_is_not_a_string(scene):
+    transforms = edit_first_frame(scene, "train", file_path=3)
+    assert error_of(scene) == f"{transforms}: frame 0 needs a 'file_path' string and a 'transform_matrix'"
 
 
 def test_ns_train_reports_bad_input_on_one_line_without_traceback(scene):
