@@ -1,7 +1,9 @@
-"""Bad Blender folders give one-line errors naming the file; metrics work without the internet."""
+"""Bad Blender folders give one-line errors naming the file and leave no run folder; metrics work
+without the internet."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -19,6 +21,7 @@ from nerfstudio.data.scene_box import SceneBox
 from bn_nerf.io.errors import InputError
 from bn_nerf.nerf import metrics
 from bn_nerf.nerf.dataparser import check_blender_split
+from bn_nerf.nerf.method_configs import bn_nerf_cpu
 from bn_nerf.nerf.models import BNNeRFModelConfig
 from bn_nerf.nerf.scene import write_scene
 
@@ -132,12 +135,22 @@ def test_frame_whose_file_path_is_not_a_string(scene):
     assert error_of(scene) == f"{transforms}: frame 0 needs a 'file_path' string and a 'transform_matrix'"
 
 
-def test_ns_train_reports_bad_input_on_one_line_without_traceback(scene):
-    transforms = scene / "transforms_train.json"
-    transforms.write_text("{not json")
+def truncate_a_training_image(scene: Path) -> Path:
+    return truncate(scene / "train" / "r_1.png")
+
+
+def drop_the_val_split(scene: Path) -> Path:
+    (scene / "transforms_val.json").unlink()
+    return scene / "transforms_val.json"
+
+
+@pytest.mark.parametrize("damage", [truncate_a_training_image, drop_the_val_split])
+def test_ns_train_reports_bad_input_on_one_line_and_leaves_no_run_folder(scene, damage):
+    named = damage(scene)
+    runs = scene.parent / "runs"
     result = subprocess.run(
         [Path(sys.executable).parent / "ns-train", "bn-nerf-cpu", "--data", scene, "--vis", "tensorboard",
-         "--output-dir", scene.parent / "runs"],
+         "--output-dir", runs],
         capture_output=True,
         text=True,
         timeout=120,
@@ -147,7 +160,46 @@ def test_ns_train_reports_bad_input_on_one_line_without_traceback(scene):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
     error_lines = result.stderr.strip().splitlines()
-    assert error_lines == [error_lines[0]] and str(transforms) in error_lines[0], result.stderr
+    assert error_lines == [error_lines[0]] and str(named) in error_lines[0], result.stderr
+    # Checked before the run folder is made: no config.yml for ns-eval or ns-viewer to find.
+    assert "Saving checkpoints" not in result.stdout and not runs.exists()
+
+
+def training_config(scene: Path, output: Path):
+    config = copy.deepcopy(bn_nerf_cpu.config)
+    config.pipeline.datamanager.data = scene
+    config.output_dir = output
+    config.vis = "tensorboard"
+    config.set_timestamp()
+    return config
+
+
+def test_a_run_failing_before_its_first_step_leaves_no_run_folder(scene):
+    """Beyond the scene check: any failure while the trainer sets up (here the model's) removes the
+    run folder that config.yml was saved to."""
+    from nerfstudio.scripts.train import train_loop
+
+    config = training_config(scene, scene.parent / "runs")
+    config.pipeline.model.normalization = "no-such-kind"
+    config.save_config()
+    assert (config.get_base_dir() / "config.yml").is_file()
+    with pytest.raises(ValueError, match="no-such-kind"):
+        train_loop(local_rank=0, world_size=1, config=config)
+    assert list((scene.parent / "runs").iterdir()) == []
+
+
+def test_an_earlier_runs_folder_named_again_is_never_removed(scene):
+    from nerfstudio.scripts.train import train_loop
+
+    config = training_config(scene, scene.parent / "runs")
+    config.pipeline.model.normalization = "no-such-kind"
+    earlier_checkpoint = config.get_base_dir() / "nerfstudio_models" / "step-000000999.ckpt"
+    earlier_checkpoint.parent.mkdir(parents=True)
+    earlier_checkpoint.write_bytes(b"an earlier run's weights")
+    config.save_config()
+    with pytest.raises(ValueError, match="no-such-kind"):
+        train_loop(local_rank=0, world_size=1, config=config)
+    assert earlier_checkpoint.is_file()
 
 
 @pytest.fixture

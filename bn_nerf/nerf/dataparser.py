@@ -5,8 +5,9 @@ image's size, so images of mixed sizes train on wrong cameras, and a palette PNG
 palette indices as gray levels.
 
 The check decodes every image completely, in a thread pool (Pillow decodes without the GIL), and
-once per process: a decoded file is remembered by its path, size and modification time, so a split
-checked twice in one process is decoded once.
+once per process: a decoded file is remembered by its path, size and modification time, so the
+check ns-train makes before it writes a run folder (trainer.py) and the parser's own check of each
+split afterwards decode each image once between them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from bn_nerf.io.errors import InputError
 from bn_nerf.runtime import usable_cores
 
 SPLITS = ("train", "val", "test")
+# What ns-train reads: the training split and, for its evaluations during training, the val split.
+TRAINING_SPLITS = ("train", "val")
 # nerfstudio's dataset turns an image into 8-bit (H, W, 3 or 4) with numpy; these modes are the
 # ones that come out as colour (grayscale is repeated to RGB). It refuses two-channel images with
 # an assert and reads a palette image's indices as gray levels.

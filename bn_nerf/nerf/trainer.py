@@ -1,10 +1,21 @@
-"""nerfstudio's Trainer, re-estimating BatchNorm statistics before each checkpoint is written, and
-opening the viewer at the first training view."""
+"""nerfstudio's Trainer, re-estimating BatchNorm statistics before each checkpoint is written,
+opening the viewer at the first training view, and leaving no run folder behind a run that fails
+before its first step.
+
+ns-train (and bn-nerf-demo) write the run folder's config.yml before anything reads the data, and a
+folder with a config.yml looks like a started run to ns-eval, ns-viewer and a user listing their
+outputs. So the configuration checks the scene before it saves itself, and the trainer removes the
+folder it was given when setting up or the first step fails for any other reason.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from dataclasses import dataclass, field
-from typing import Type
+from pathlib import Path
+from typing import Iterator, Literal, Type
 
 import numpy as np
 import viser
@@ -13,6 +24,7 @@ import viser.transforms as vtf
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
 
+from bn_nerf.nerf.dataparser import TRAINING_SPLITS, CheckedBlenderDataParserConfig, exit_on_bad_scene
 from bn_nerf.nerf.models import BatchNormModelMixin
 
 
@@ -20,12 +32,62 @@ from bn_nerf.nerf.models import BatchNormModelMixin
 class BatchNormTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: BatchNormTrainer)
 
+    def save_config(self) -> None:
+        """Check the scene the run will read, then write config.yml (creating the run folder): bad
+        input ends in one line, before nerfstudio prints where checkpoints go, and leaves no folder."""
+        datamanager = self.pipeline.datamanager
+        if isinstance(datamanager.dataparser, CheckedBlenderDataParserConfig):
+            # The datamanager hands its `data` (ns-train's --data) to the parser when it is set.
+            exit_on_bad_scene(Path(datamanager.data or datamanager.dataparser.data), TRAINING_SPLITS)
+        super().save_config()
+
 
 class BatchNormTrainer(Trainer):
     """Checkpoints carry BN statistics exact for the final weights, so ns-eval, ns-render and the
     viewer (eval mode, running statistics) render as well as training did."""
 
     config: BatchNormTrainerConfig
+
+    def __init__(self, config: TrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(config, local_rank, world_size)
+        # The run folder is this run's to remove only while it holds nothing but the config.yml just
+        # saved: a --timestamp naming an earlier run's folder is never removed.
+        self.run_folder_is_new = local_rank == 0 and self.base_dir.is_dir() and os.listdir(self.base_dir) == ["config.yml"]
+        self.completed_a_step = False
+
+    @contextlib.contextmanager
+    def removing_run_folder_on_early_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:  # an exit from the data check and Ctrl-C alike: the run never started
+            if self.run_folder_is_new and not self.completed_a_step:
+                self.remove_run_folder()
+            raise
+
+    def remove_run_folder(self) -> None:
+        """Remove the run folder, and the experiment and method folders above it that it leaves empty
+        (the output folder itself stays)."""
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+        for folder in self.base_dir.relative_to(self.config.output_dir).parents[:-1]:
+            try:
+                (Path(self.config.output_dir) / folder).rmdir()
+            except OSError:  # not empty: another run's
+                break
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        with self.removing_run_folder_on_early_failure():
+            super().setup(test_mode)
+        if isinstance(self.viewer_state, Viewer):
+            self.viewer_state.viser_server.on_client_connect(self.look_through_first_training_camera)
+
+    def train(self) -> None:
+        with self.removing_run_folder_on_early_failure():
+            super().train()
+
+    def train_iteration(self, step: int):
+        result = super().train_iteration(step)
+        self.completed_a_step = True
+        return result
 
     def calibrate_batchnorm(self, step: int) -> None:
         """Replace the running statistics by the exact ones of `batchnorm_calibration_rays` training rays."""
@@ -38,11 +100,6 @@ class BatchNormTrainer(Trainer):
         # The viewer renders from another thread and toggles train/eval under this lock.
         with self.train_lock:
             model.reestimate_batchnorm_statistics(ray_bundles)
-
-    def setup(self, test_mode: str = "val") -> None:
-        super().setup(test_mode)
-        if isinstance(self.viewer_state, Viewer):
-            self.viewer_state.viser_server.on_client_connect(self.look_through_first_training_camera)
 
     def look_through_first_training_camera(self, client: viser.ClientHandle) -> None:
         """A browser that connects sees the scene as the first training image does, at its field of
