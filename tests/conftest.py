@@ -42,3 +42,9 @@ def kill_after_checkpoint(command: list[str], out_dir: Path, at_least: int, time
         process.wait()
     assert process.returncode == -9
     return torch.load(checkpoint)["step"]
+
+
+def truncated(path: Path, keep: float = 0.5) -> Path:
+    """Cut a file to `keep` of its bytes, as an interrupted copy or download leaves it."""
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    return path

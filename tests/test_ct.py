@@ -10,7 +10,7 @@ from skimage.data import shepp_logan_phantom
 from skimage.transform import radon, resize
 
 from bn_nerf.cli import main
-from conftest import kill_after_checkpoint
+from conftest import kill_after_checkpoint, truncated
 from bn_nerf.operators.radon import ParallelBeamProjector
 
 
@@ -144,9 +144,15 @@ def test_an_image_file_is_fitted_at_its_own_size_unless_size_says_otherwise(tmp_
     assert iio.imread(tmp_path / "small" / "reconstruction.png").shape == (12, 12)
 
 
-def test_ct_unreadable_image_is_an_error(tmp_path, capsys):
+@pytest.mark.parametrize("damage, problem", [
+    (lambda path: path.write_bytes(b"not an image"), "not a readable image"),
+    (truncated, "not a readable image (OSError: image file is truncated)"),
+])
+def test_ct_unreadable_image_is_an_error(tmp_path, capsys, damage, problem):
     broken = tmp_path / "broken.png"
-    broken.write_bytes(b"not an image")
-    assert main(["ct", "--quiet", "--image", str(broken), "--out", str(tmp_path / "out")]) == 2
-    assert "not a readable image" in capsys.readouterr().err
+    iio.imwrite(broken, np.round(resize(shepp_logan_phantom(), (16, 16)) * 255).astype(np.uint8))
+    damage(broken)
+    assert main(["ct", "--quiet", "--image", str(broken), "--iterations", "2", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"bn-inr ct: error: {broken}: {problem}") and "\n" not in error, error
     assert not (tmp_path / "out" / "metrics.json").exists()

@@ -19,7 +19,7 @@ from skimage import data
 from skimage.transform import resize
 
 from bn_nerf.cli import main
-from conftest import kill_after_checkpoint
+from conftest import kill_after_checkpoint, truncated
 from bn_nerf.io.images import load_image
 from bn_nerf.tasks.image import ImageTask, load_images
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig, fit
@@ -128,6 +128,7 @@ def test_odd_but_valid_images_load_and_fit(tmp_path, kind):
 BAD_INPUTS = {
     "missing path": (["--image", "{tmp}/nowhere.png"], "no such file"),
     "non-image file": (["--image", "{tmp}/text.png"], "not a readable image"),
+    "truncated image": (["--image", "{tmp}/truncated.png"], "truncated.png: not a readable image (OSError: image file is truncated)"),
     "empty folder": (["--image", "{tmp}/empty"], "no image files"),
     "zero iterations": (["--iterations", "0"], "iterations must be > 0"),
     "negative iterations": (["--iterations", "-5"], "iterations must be > 0"),
@@ -146,6 +147,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_one_line_error_with_nonzero_exit_and_no_metrics(tmp_path, capsys, case):
     (tmp_path / "text.png").write_text("this is a text file with an image's name\n")
+    truncated(write_png(tmp_path / "truncated.png", real_photo(16, 16)))
     (tmp_path / "empty").mkdir()
     (tmp_path / "config.json").write_text('{"method": "transformer"}')
     args, message = BAD_INPUTS[case]

@@ -13,6 +13,7 @@ from bn_nerf.io.volumes import load_volume
 from bn_nerf.operators.fourier import FourierSampling
 from bn_nerf.operators.kspace_masks import MASK_KINDS, sampling_mask
 from bn_nerf.tasks.mri import MRITask, prepare_volume
+from conftest import truncated
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)
@@ -117,6 +118,16 @@ def test_a_volume_file_is_fitted_at_its_own_size_unless_size_says_otherwise(tmp_
     assert main(common + ["--size", "7", "--out", str(tmp_path / "small")]) == 0
     assert "and resized from 10^3 to 7^3 (--size)" in capsys.readouterr().out
     assert np.load(tmp_path / "small" / "reconstruction.npy").shape == (7, 7, 7)
+
+
+def test_mri_truncated_volume_fails_on_the_command_line(tmp_path, capsys):
+    path = tmp_path / "scan.npy"
+    np.save(path, np.random.default_rng(0).random((8, 8, 8)))
+    truncated(path)
+    assert main(["mri", "--quiet", "--volume", str(path), "--iterations", "2", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"{path}: not a readable .npy array" in error and "\n" not in error
+    assert not (tmp_path / "out" / "metrics.json").exists()
 
 
 def test_mri_volume_that_is_not_3d_fails_on_the_command_line(tmp_path, capsys):

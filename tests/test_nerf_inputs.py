@@ -18,6 +18,8 @@ from PIL import Image
 
 from nerfstudio.data.scene_box import SceneBox
 
+from conftest import truncated
+
 from bn_nerf.io.errors import InputError
 from bn_nerf.nerf import metrics
 from bn_nerf.nerf.dataparser import check_blender_split
@@ -77,21 +79,15 @@ def test_images_of_mixed_sizes(scene):
     assert "mixed sizes" in message and "r_1.png is 5x8" in message
 
 
-def truncate(path: Path, keep: float = 0.5) -> Path:
-    """Cut a file as an interrupted copy or download does."""
-    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
-    return path
-
-
 def test_truncated_image(scene):
-    truncate(scene / "train" / "r_1.png")
+    truncated(scene / "train" / "r_1.png")
     message = error_of(scene)
     assert str(scene / "train" / "r_1.png") in message and "truncated" in message
 
 
 def test_an_image_replaced_after_a_check_is_checked_again(scene):
     check_blender_split(scene, "train")
-    truncate(scene / "train" / "r_0.png")
+    truncated(scene / "train" / "r_0.png")
     assert "r_0.png: unreadable image" in error_of(scene)
 
 
@@ -136,7 +132,7 @@ def test_frame_whose_file_path_is_not_a_string(scene):
 
 
 def truncate_a_training_image(scene: Path) -> Path:
-    return truncate(scene / "train" / "r_1.png")
+    return truncated(scene / "train" / "r_1.png")
 
 
 def drop_the_val_split(scene: Path) -> Path:

@@ -16,6 +16,7 @@ from bn_nerf.io.errors import InputError
 from bn_nerf.io.meshes import load_mesh, normalized_to_unit_cube
 from bn_nerf.signals.solids import MeshSolid, cell_centres
 from bn_nerf.signals.winding import WindingNumber, exact_solid_angles
+from conftest import truncated
 
 MESHES = Path(__file__).resolve().parent / "data" / "meshes"
 SPOT = MESHES / "spot.obj"
@@ -87,8 +88,29 @@ def test_mesh_errors_are_input_errors(tmp_path):
         normalized_to_unit_cube(vertices, flat)
 
 
+@pytest.mark.parametrize("suffix, export_options", [
+    (".obj", {}), (".off", {}), (".ply", {"encoding": "ascii"}), (".stl", {}), (".stl", {"file_type": "stl_ascii"}),
+])
+def test_a_truncated_mesh_is_refused_and_the_whole_one_loads(tmp_path, suffix, export_options):
+    """trimesh itself loads what is left of these files as a smaller mesh (or, for a binary STL, as
+    an empty one)."""
+    mesh = trimesh.load(SPOT, force="mesh", process=False)
+    path = tmp_path / f"spot{suffix}"
+    mesh.export(path, **export_options)
+    assert len(load_mesh(path)[1]) == len(mesh.faces)
+    with pytest.raises(InputError, match="the file looks truncated"):
+        load_mesh(truncated(path, keep=0.7))
+
+
+def test_an_obj_without_a_final_line_break_loads(tmp_path):
+    tetrahedron = tmp_path / "tetrahedron.obj"
+    tetrahedron.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 4")
+    assert len(load_mesh(tetrahedron)[1]) == 4
+
+
 @pytest.mark.parametrize("content, message", [("# nothing\n", "no triangles"),
-                                               ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "no volume")])
+                                               ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "no volume"),
+                                               (SPOT.read_text()[: int(SPOT.stat().st_size * 0.7)], "looks truncated")])
 def test_occupancy_bad_mesh_is_one_line_error_without_metrics(tmp_path, capsys, content, message):
     mesh = tmp_path / "bad.obj"
     mesh.write_text(content)

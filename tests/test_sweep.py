@@ -32,6 +32,7 @@ from bn_nerf.sweep.engine import start_ray
 from bn_nerf.sweep.paper import CLAIMS, TABLE1
 from bn_nerf.sweep.table import Results, judge
 from bn_nerf.sweep.tasks import SWEEP_TASKS
+from conftest import truncated
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -249,6 +250,29 @@ def test_a_bad_config_fails_in_one_line_before_any_cell_starts(tmp_path, capsys,
     assert main(["sweep", str(path), "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error, error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("task, name, problem", [
+    ("image", "photo.png", "not a readable image (OSError: image file is truncated)"),
+    ("ct", "slice.png", "not a readable image (OSError: image file is truncated)"),
+    ("mri", "scan.npy", "not a readable .npy array"),
+    ("occupancy", "spot.obj", "ends in the middle of a statement"),
+])
+def test_a_truncated_input_fails_in_one_line_before_any_cell_starts(tmp_path, capsys, task, name, problem):
+    path = tmp_path / name
+    if task in ("image", "ct"):
+        photo(path, "camera", 16)
+    elif task == "mri":
+        np.save(path, np.random.default_rng(0).random((6, 6, 6)))
+    else:
+        path.write_bytes((REPOSITORY / "tests" / "data" / "meshes" / "spot.obj").read_bytes())
+    truncated(path)
+    config = {"methods": ["relu"], "tasks": {task: {"inputs": [str(path)], "sizes": ["2x8"], "iterations": 5}}}
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(write_config(tmp_path / "grid.yaml", config)), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{path}: {problem}" in error, error
     assert not out.exists()
 
 
