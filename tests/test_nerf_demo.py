@@ -1,9 +1,11 @@
 """bn-nerf-demo, the README's main job, shrunk to a few steps on a 24x24 scene: it writes the scene,
-trains, reports eval-mode test metrics and a novel view that beat any constant render, and leaves a
-run nerfstudio can load."""
+trains, reports eval-mode test metrics -- those ns-eval measures on its checkpoint -- and a novel
+view that beat any constant render, and leaves a run nerfstudio can load."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -44,8 +46,18 @@ def split_on_white(scene: Path) -> list[np.ndarray]:
     return images
 
 
-def test_demo_trains_reports_and_renders_a_novel_view(tmp_path, capsys):
-    assert demo.main(["--output", str(tmp_path), "--steps", str(DEMO_STEPS), "--size", "24"]) == 0
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    """One demo run for the tests that judge it: its output folder and what it printed."""
+    output = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert demo.main(["--output", str(output), "--steps", str(DEMO_STEPS), "--size", "24"]) == 0
+    return output, printed.getvalue()
+
+
+def test_demo_trains_reports_and_renders_a_novel_view(demo_run):
+    tmp_path, printed = demo_run
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["method"] == "bn-diner-cpu" and report["normalization"] == "batch" and report["test_images"] == 8
     # Judged against the truth: well above any render that ignores the scene's geometry.
@@ -66,7 +78,19 @@ def test_demo_trains_reports_and_renders_a_novel_view(tmp_path, capsys):
     assert config.vis == "tensorboard"  # no viewer unless --viewer
     checkpoints = list((config.get_base_dir() / "nerfstudio_models").glob("*.ckpt"))
     assert checkpoints and any(key.endswith("running_var") for key in torch.load(checkpoints[0])["pipeline"])
-    assert "ns-viewer --load-config" in capsys.readouterr().out
+    assert "ns-viewer --load-config" in printed
+
+
+def test_reported_test_metrics_are_what_ns_eval_measures_on_the_checkpoint(demo_run, tmp_path):
+    """Any figure clears the constant-render bound above; only ns-eval's own code, loading the run's
+    config and checkpoint afresh, says the reported one was measured."""
+    from nerfstudio.scripts.eval import ComputePSNR
+
+    report = json.loads((demo_run[0] / "report.json").read_text())
+    ComputePSNR(load_config=Path(report["config"]), output_path=tmp_path / "eval.json").main()
+    measured = json.loads((tmp_path / "eval.json").read_text())["results"]
+    assert abs(measured["psnr"] - report["test_psnr"]) < 0.05, (measured["psnr"], report["test_psnr"])
+    assert abs(measured["ssim"] - report["test_ssim"]) < 0.005, (measured["ssim"], report["test_ssim"])
 
 
 def test_novel_view_is_not_a_scene_camera(tmp_path):
