@@ -148,6 +148,42 @@ def test_reestimated_statistics_bring_eval_mode_within_a_tenth_of_a_db_of_train_
     assert train_mode - lagging > 0.1
 
 
+@pytest.mark.parametrize("placement", ["after", "before"])
+def test_reestimation_gives_the_statistics_of_one_batch_in_one_pass_or_in_chunks(placement):
+    """All data in one call: one pass, and every layer's running statistics are exactly the batch
+    statistics train mode normalizes that batch with. The same data in chunks: the same statistics,
+    from one pass per layer (each layer's input depends on the full-data statistics before it)."""
+    torch.manual_seed(0)
+    net = build_network("bn", 2, 3, 4, 16, norm_placement=placement)
+    inputs = torch.rand(3000, 2) * 2 - 1
+    layers = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
+    batch_statistics = []
+    hooks = [layer.register_forward_pre_hook(
+        lambda _m, args: batch_statistics.append((args[0].mean(0), args[0].var(0, unbiased=False)))) for layer in layers]
+    net.train()
+    with torch.no_grad():
+        net(inputs)
+    for hook in hooks:
+        hook.remove()
+
+    passes = []
+    assert reestimate_batchnorm(net, lambda: passes.append(net(inputs))) == len(layers)
+    assert len(passes) == 1
+    for layer, (mean, variance) in zip(layers, batch_statistics):
+        torch.testing.assert_close(layer.running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.running_var, variance, rtol=1e-4, atol=1e-5)
+    one_batch = [(layer.running_mean.clone(), layer.running_var.clone()) for layer in layers]
+
+    for layer in layers:  # forget them
+        layer.reset_running_stats()
+    passes.clear()
+    reestimate_batchnorm(net, lambda: passes.extend(net(chunk) for chunk in inputs.split(700)))
+    assert len(passes) == 5 * (1 + len(layers))
+    for layer, (mean, variance) in zip(layers, one_batch):
+        torch.testing.assert_close(layer.running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.running_var, variance, rtol=1e-4, atol=1e-5)
+
+
 def test_the_same_seed_gives_the_same_network_and_training_and_another_seed_does_not():
     inputs, target = photo(16)
 

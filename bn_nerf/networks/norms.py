@@ -70,6 +70,38 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm)]
 
 
+class _RunningMoments:
+    """Count, mean and sum of squared deviations of a layer's input channels over several chunks,
+    merged in float64 (Chan et al.'s pairwise update) from each chunk's float32 moments, so that no
+    float64 copy of an activation is ever made and large sums lose nothing to cancellation."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: torch.Tensor | float = 0.0
+        self.squared_deviations: torch.Tensor | float = 0.0
+
+    def add(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Merge a (samples, channels) chunk; returns the chunk's own mean and biased variance."""
+        variance, mean = torch.var_mean(values, dim=0, correction=0)
+        count = values.shape[0]
+        total = self.count + count
+        delta = mean.double() - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.squared_deviations = (self.squared_deviations + variance.double() * count
+                                   + delta.square() * (self.count * count / total))
+        self.count = total
+        return mean, variance
+
+    def store_in(self, layer: _BatchNorm) -> None:
+        layer.running_mean.copy_(torch.as_tensor(self.mean).to(layer.running_mean.dtype))
+        layer.running_var.copy_((torch.as_tensor(self.squared_deviations) / self.count).to(layer.running_var.dtype))
+
+
+def _channels_last(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    # Channels are dim 1 for every BatchNorm kind; all other dims are samples.
+    return inputs[0].detach().movedim(1, -1).reshape(-1, inputs[0].shape[1])
+
+
 @torch.no_grad()
 def reestimate_batchnorm(model: nn.Module, run_forward: Callable[[], object]) -> int:
     """Replace every BatchNorm's running statistics by the exact statistics of the data that
@@ -77,12 +109,17 @@ def reestimate_batchnorm(model: nn.Module, run_forward: Callable[[], object]) ->
 
     With the paper's learning rate of 1e-2 the weights move faster than BN's exponential running
     averages follow, so the deployed (eval-mode) network can lose several dB to the train-mode one.
-    Layers are calibrated one at a time in the order data reaches them, each pass running the
-    already-calibrated layers in eval mode: the result equals the batch statistics of one pass over
-    all of the data even when `run_forward` feeds it in chunks. Variances are the biased ones train
-    mode normalizes with, so on the full batch eval mode reproduces train mode exactly.
+    The result is what one train-mode pass over all of the data, as one batch, would normalize with:
+    each layer's statistics are those of its input when every earlier layer normalizes with its own.
+    Variances are the biased ones train mode normalizes with, so eval mode then reproduces that
+    pass exactly.
 
-    `run_forward` may call the model any number of times (chunks, coarse-then-fine renders, ...).
+    One pass suffices when `run_forward` reaches each BatchNorm layer once (all data in one call):
+    each layer normalizes with the statistics of the input it receives, which are recorded. When it
+    feeds the data in chunks (or calls the model several times), a layer's input depends on the
+    full-data statistics of the layers before it, so the layers are then calibrated one at a time in
+    the order data reaches them, each pass running the already-calibrated layers in eval mode.
+
     Returns the number of BatchNorm layers re-estimated.
     """
     layers = batchnorm_layers(model)
@@ -91,36 +128,47 @@ def reestimate_batchnorm(model: nn.Module, run_forward: Callable[[], object]) ->
     was_training = model.training
     model.eval()
     order: list[_BatchNorm] = []
-    handles = [
-        layer.register_forward_pre_hook(lambda module, _inputs: order.append(module) if module not in order else None)
-        for layer in layers
-    ]
+    calls: dict[_BatchNorm, int] = {}
+    moments: dict[_BatchNorm, _RunningMoments] = {}
+
+    def normalize_with_own_statistics(layer, inputs):
+        if inputs[0].shape[0] == 0:
+            return  # an empty chunk has no statistics to record
+        if layer not in calls:
+            order.append(layer)
+            calls[layer], moments[layer] = 0, _RunningMoments()
+        calls[layer] += 1
+        mean, variance = moments[layer].add(_channels_last(inputs))
+        # Eval mode normalizes with the running statistics: make them this input's own.
+        layer.running_mean.copy_(mean)
+        layer.running_var.copy_(variance)
+
+    def record_statistics(layer, inputs):
+        if inputs[0].shape[0]:
+            moments[layer].add(_channels_last(inputs))
+
+    try:
+        _run_with_hook(layers, normalize_with_own_statistics, run_forward)
+        if any(count > 1 for count in calls.values()):
+            for layer in order:
+                moments[layer] = _RunningMoments()
+                _run_with_hook([layer], record_statistics, run_forward)
+                moments[layer].store_in(layer)
+        else:
+            for layer in order:
+                moments[layer].store_in(layer)
+    finally:
+        model.train(was_training)
+    return len(order)
+
+
+def _run_with_hook(layers: list[_BatchNorm], hook: Callable, run_forward: Callable[[], object]) -> None:
+    handles = [layer.register_forward_pre_hook(hook) for layer in layers]
     try:
         run_forward()
     finally:
         for handle in handles:
             handle.remove()
-    for layer in order:
-        totals: dict[str, torch.Tensor | int] = {"sum": 0, "squares": 0, "count": 0}
-
-        def accumulate(_module, inputs, totals=totals):
-            # Channels are dim 1 for every BatchNorm kind; all other dims are samples.
-            values = inputs[0].detach().movedim(1, -1).reshape(-1, inputs[0].shape[1]).double()
-            totals["sum"] = totals["sum"] + values.sum(0)
-            totals["squares"] = totals["squares"] + values.square().sum(0)
-            totals["count"] = totals["count"] + values.shape[0]
-
-        handle = layer.register_forward_pre_hook(accumulate)
-        try:
-            run_forward()
-        finally:
-            handle.remove()
-        mean = totals["sum"] / totals["count"]
-        variance = (totals["squares"] / totals["count"] - mean.square()).clamp_min(0)
-        layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
-        layer.running_var.copy_(variance.to(layer.running_var.dtype))
-    model.train(was_training)
-    return len(order)
 
 
 def convert_to_sync_batchnorm(model: nn.Module) -> nn.Module:
