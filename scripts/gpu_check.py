@@ -4,7 +4,9 @@
     python scripts/gpu_check.py --smoke          # the same checks, shrunk, on any device (the test suite runs this)
 
 Checks: bn-diner and its BN-off twin (DINER) for a fixed number of steps on a generated 400x400 scene,
-with the occupancy grid marched by nerfacc's CUDA kernel where it loads; a few hundred bn-nerf steps;
+with the occupancy grid marched by nerfacc's CUDA kernel where it loads; bn-nerf (the paper's 8x256
+field) behind the same occupancy grid, with BN and without, for a fixed number of steps; a few hundred
+steps of bn-nerf's hierarchical (vanilla-nerf) sampler;
 which backend runs DINER's table (tiny-cuda-nn if it imports, else torch, and the table says so);
 BatchNorm -> SyncBatchNorm conversion, and on CUDA one synchronized training step in a one-process group.
 Each row names the device (the card's name on CUDA), steps, steps/s and the eval-mode test PSNR.
@@ -30,9 +32,11 @@ def device_name(device: str) -> str:
 
 
 def radiance_run(label: str, method: str, normalization: str, steps: int, scene: Path, output: Path, device: str,
-                 shrink: dict, rays: int | None) -> dict:
+                 shrink: dict, rays: int | None, sampler: str | None = None) -> dict:
     config = method_config(method)
     config.pipeline.model.normalization = normalization
+    if sampler is not None:
+        config.pipeline.model.sampler = sampler
     for name, value in shrink.items():
         setattr(config.pipeline.model, name, value)
     if rays is not None:
@@ -44,7 +48,8 @@ def radiance_run(label: str, method: str, normalization: str, steps: int, scene:
     row = {"check": label, "steps": record.steps, "steps_per_s": round(record.steps / record.seconds, 2),
            "test_psnr": round(metrics["psnr"], 2), "test_ssim": round(metrics["ssim"], 3)}
     if hasattr(model, "occupancy_grid"):
-        row["table"] = model.field.position_encoding.backend
+        if hasattr(model.field.position_encoding, "backend"):
+            row["table"] = model.field.position_encoding.backend
         row["rays_marched_by"] = model.occupancy_grid.marcher
         row["occupied"] = round(model.occupancy_grid.occupied_fraction, 3)
     return row
@@ -89,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="shrunk checks on any device (CPU included)")
     parser.add_argument("--output", type=Path, default=Path("outputs/gpu-check"))
     parser.add_argument("--diner-steps", type=int, default=3000)
-    parser.add_argument("--nerf-steps", type=int, default=300)
+    parser.add_argument("--nerf-steps", type=int, default=2000, help="steps of bn-nerf with its occupancy sampler")
+    parser.add_argument("--hierarchical-steps", type=int, default=300, help="steps of bn-nerf's hierarchical sampler")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and not args.smoke:
@@ -100,19 +106,26 @@ def main(argv: list[str] | None = None) -> int:
     scene = args.output / "scene"
     if args.smoke:
         write_scene(scene, size=16, views={"train": 4, "val": 1, "test": 1})
-        diner_steps, nerf_steps, rays = 3, 2, 256
-        diner_shrink = dict(table_resolution=16, log2_table_entries=14, occupancy_resolution=16, render_step_size=0.05,
-                            trunk_width=16, colour_width=16, batchnorm_calibration_rays=512)
+        diner_steps, nerf_steps, hierarchical_steps, rays = 3, 3, 2, 256
+        grid = dict(occupancy_resolution=16, render_step_size=0.05)
+        diner_shrink = dict(table_resolution=16, log2_table_entries=14, trunk_width=16, colour_width=16,
+                            batchnorm_calibration_rays=512, **grid)
         nerf_shrink = dict(trunk_depth=2, trunk_width=32, skip_connections=(1,), colour_depth=1, colour_width=16,
-                           num_coarse_samples=8, num_importance_samples=8, batchnorm_calibration_rays=512)
+                           num_coarse_samples=8, num_importance_samples=8, batchnorm_calibration_rays=512, **grid)
     else:
         write_scene(scene, size=400, views={"train": 100, "val": 5, "test": 10})
-        diner_steps, nerf_steps, diner_shrink, nerf_shrink, rays = args.diner_steps, args.nerf_steps, {}, {}, None
+        diner_steps, nerf_steps, hierarchical_steps = args.diner_steps, args.nerf_steps, args.hierarchical_steps
+        diner_shrink, nerf_shrink, rays = {}, {}, None
     runs = args.output / "runs"
     rows = [
         radiance_run("bn-diner (BN)", "bn-diner", "batch", diner_steps, scene, runs, device, diner_shrink, rays),
         radiance_run("DINER (BN off)", "bn-diner", "none", diner_steps, scene, runs, device, diner_shrink, rays),
-        radiance_run("bn-nerf (BN)", "bn-nerf", "batch", nerf_steps, scene, runs, device, nerf_shrink, rays),
+        radiance_run("bn-nerf occupancy (BN)", "bn-nerf", "batch", nerf_steps, scene, runs, device, nerf_shrink, rays,
+                     sampler="occupancy"),
+        radiance_run("NeRF occupancy (BN off)", "bn-nerf", "none", nerf_steps, scene, runs, device, nerf_shrink, rays,
+                     sampler="occupancy"),
+        radiance_run("bn-nerf hierarchical (BN)", "bn-nerf", "batch", hierarchical_steps, scene, runs, device,
+                     nerf_shrink, rays, sampler="hierarchical"),
         sync_batchnorm_check(device),
     ]
     try:

@@ -1,5 +1,6 @@
-"""bn-diner's parts: the feature table (layout and backend), the occupancy grid (marching, updates,
-recovery), packed volume rendering, and where BatchNorm sits in both NeRF fields."""
+"""The grid-rendered models' parts: bn-diner's feature table (layout and backend), the occupancy grid
+(marching, updates, recovery) that bn-diner and bn-nerf's occupancy sampler share, packed volume
+rendering, and where BatchNorm sits in both NeRF fields."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from nerfstudio.data.scene_box import SceneBox
 
 from bn_nerf.nerf.diner import BNDINERModelConfig
 from bn_nerf.nerf.fields import make_diner_field, make_nerf_field
+from bn_nerf.nerf.models import BNNeRFModelConfig
 from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings, packed_weights
 from bn_nerf.nerf.tables import FeatureTable
 
@@ -114,36 +116,65 @@ def test_updates_keep_the_cells_the_density_fills_and_samples_only_there():
     assert len(midpoints) > 0 and midpoints.norm(dim=-1).max() < 0.6 + 0.2 * math.sqrt(3)
 
 
-def tiny_diner_model(**overrides):
-    settings = dict(table_resolution=8, table_features=2, log2_table_entries=10, trunk_width=16, colour_width=16,
-                    occupancy_resolution=8, render_step_size=0.1)
-    config = BNDINERModelConfig(**{**settings, **overrides})
+GRID = dict(occupancy_resolution=8, render_step_size=0.1)
+
+
+def tiny_grid_model(kind: str = "diner", **overrides):
+    """bn-diner, or bn-nerf with its occupancy sampler, at a tiny size."""
+    if kind == "diner":
+        config = BNDINERModelConfig(**{**GRID, "table_resolution": 8, "table_features": 2, "log2_table_entries": 10,
+                                       "trunk_width": 16, "colour_width": 16, **overrides})
+    else:
+        config = BNNeRFModelConfig(**{**GRID, "sampler": "occupancy", "trunk_depth": 2, "trunk_width": 16,
+                                      "skip_connections": (), "colour_depth": 1, "colour_width": 16, **overrides})
     return config.setup(scene_box=SceneBox(aabb=BOX), num_train_data=1)
 
 
-def test_an_emptied_grid_is_refilled_and_the_recovery_logged(caplog):
-    model = tiny_diner_model()
+GRID_MODELS = pytest.mark.parametrize("kind, label", [("diner", "bn-diner"), ("nerf", "bn-nerf")])
+
+
+@GRID_MODELS
+def test_an_emptied_grid_is_refilled_and_the_recovery_logged(kind, label, caplog):
+    model = tiny_grid_model(kind)
     model.train()
     model.density_at = lambda points: torch.zeros(len(points), 1)  # a field that has gone transparent
     [update] = model.get_training_callbacks(None)
-    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.diner"):
+    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.grid_model"):
         update.func(step=0)
     assert model.occupancy_grid.occupied_fraction == 1.0
     assert "occupancy grid emptied" in caplog.text
 
 
-def test_a_loss_that_is_not_finite_stops_training_with_one_line(capsys):
-    model = tiny_diner_model()
+@GRID_MODELS
+def test_a_training_batch_without_samples_refills_the_grid_and_says_so(kind, label, caplog):
+    model = tiny_grid_model(kind)
+    model.train()
+    model.occupancy_grid.estimator.binaries.zero_()  # no cell occupied: every ray misses
+    origins, directions, near, far = rays_towards_the_centre(16, torch.Generator().manual_seed(4))
+    from nerfstudio.cameras.rays import RayBundle
+
+    rays = RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(16, 1), nears=near, fars=far)
+    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.grid_model"):
+        outputs = model.get_outputs(rays)
+    assert int(outputs["num_samples_per_ray"].sum()) == 0
+    assert "no sample of a training batch" in caplog.text and model.occupancy_grid.occupied_fraction == 1.0
+    assert int(model.get_outputs(rays)["num_samples_per_ray"].sum()) > 0
+
+
+@GRID_MODELS
+def test_a_loss_that_is_not_finite_stops_training_with_one_line(kind, label, capsys):
+    model = tiny_grid_model(kind)
     outputs = {"rgb": torch.full((4, 3), float("nan")), "accumulation": torch.ones(4, 1)}
     with pytest.raises(SystemExit):
         model.get_loss_dict(outputs, {"image": torch.rand(4, 4)})
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: bn-diner: the loss became nan") and "\n" not in error
+    assert error.startswith(f"error: {label}: the loss became nan") and "\n" not in error
 
 
-def test_batchnorm_sees_exactly_the_samples_the_grid_keeps():
+@GRID_MODELS
+def test_batchnorm_sees_exactly_the_samples_the_grid_keeps(kind, label):
     torch.manual_seed(0)
-    model = tiny_diner_model()
+    model = tiny_grid_model(kind)
     model.train()
     model.occupancy_grid.estimator.binaries.reshape(-1)[::2] = False  # half of the box empty
     seen = []
@@ -158,6 +189,20 @@ def test_batchnorm_sees_exactly_the_samples_the_grid_keeps():
     model.occupancy_grid.reset()
     marched = int(model.get_outputs(rays)["num_samples_per_ray"].sum())  # every cell occupied
     assert seen[0] == kept and 0.25 * marched < kept < 0.75 * marched
+
+
+def test_batchnorm_on_and_off_differ_by_the_switch_alone():
+    """The same seed gives the BN-off model exactly the BN-on model's weights, less BN's own."""
+    for kind in ("diner", "nerf"):
+        states = {}
+        for normalization in ("batch", "none"):
+            torch.manual_seed(0)
+            states[normalization] = tiny_grid_model(kind, normalization=normalization).state_dict()
+        batchnorm_keys = {key for key in states["batch"] if ".norms." in key}
+        assert batchnorm_keys and batchnorm_keys.isdisjoint(states["none"])
+        assert set(states["batch"]) - batchnorm_keys == set(states["none"])
+        for key, value in states["none"].items():
+            torch.testing.assert_close(states["batch"][key], value, rtol=0, atol=0)
 
 
 def batchnorm_inputs(field, positions: torch.Tensor) -> list[torch.Tensor]:
@@ -209,4 +254,4 @@ def test_smoothness_penalty_measures_neighbour_differences_of_a_dense_table():
         FeatureTable(9, 2, 9).smoothness_penalty(block=5)
     # A model asked for the prior on a hashed table says so when it is built, not at its first step.
     with pytest.raises(ValueError, match="table_smoothness needs a dense torch table"):
-        tiny_diner_model(table_resolution=16, table_smoothness=1.0)
+        tiny_grid_model("diner", table_resolution=16, table_smoothness=1.0)

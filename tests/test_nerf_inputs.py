@@ -221,16 +221,22 @@ def test_metrics_leave_out_lpips_with_one_warning_when_weights_are_absent(no_dow
     assert len(lpips_warnings) == 1
 
 
-def test_model_metrics_work_offline(no_downloaded_weights):
-    config = BNNeRFModelConfig(trunk_depth=2, trunk_width=16, skip_connections=(1,), colour_depth=1, colour_width=8)
+@pytest.mark.parametrize("sampler", ["hierarchical", "occupancy"])
+def test_model_metrics_work_offline(no_downloaded_weights, sampler):
+    config = BNNeRFModelConfig(sampler=sampler, trunk_depth=2, trunk_width=16, skip_connections=(1,), colour_depth=1,
+                               colour_width=8, occupancy_resolution=8)
     model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=1)
     image = torch.rand(8, 8, 3)
-    outputs = {f"{kind}_{level}": torch.rand(8, 8, 3 if kind == "rgb" else 1) for kind in ("rgb", "accumulation", "depth") for level in ("coarse", "fine")}
+    levels = ("coarse", "fine") if sampler == "hierarchical" else ("",)
+    outputs = {f"{kind}_{level}".rstrip("_"): torch.rand(8, 8, 3 if kind == "rgb" else 1)
+               for kind in ("rgb", "accumulation", "depth") for level in levels}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         metrics_dict, images = model.get_image_metrics_and_images(outputs, {"image": image})
-    assert {"psnr", "ssim", "coarse_psnr", "fine_psnr", "fine_ssim"} <= set(metrics_dict) and "fine_lpips" not in metrics_dict
-    assert images["img"].shape == (8, 24, 3)
+    assert {"psnr", "ssim"} <= set(metrics_dict) and not any("lpips" in name for name in metrics_dict)
+    if sampler == "hierarchical":
+        assert {"coarse_psnr", "fine_psnr", "fine_ssim"} <= set(metrics_dict)
+    assert images["img"].shape == (8, 8 * (1 + len(levels)), 3)
 
 
 @pytest.mark.skipif(not metrics.alexnet_weights_path().is_file(), reason="AlexNet weights are not on this machine")

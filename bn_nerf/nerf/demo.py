@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bn_nerf.runtime import choose_threads
 
 METHODS = ("bn-diner-cpu", "bn-nerf-cpu")
 # Steps for a run of under five minutes end to end on 2 quiet CPU cores (see BENCHMARKS.md "NeRF"
@@ -61,7 +60,8 @@ def novel_camera(size: int):
     return camera, render_view(pose, size)
 
 
-def train(method: str, normalization: str, scene: Path, output: Path, steps: int, viewer: bool) -> Path:
+def train(method: str, normalization: str, scene: Path, output: Path, steps: int, threads: int | None,
+          viewer: bool) -> Path:
     """nerfstudio's training loop on the method's registered configuration; returns config.yml."""
     from nerfstudio.plugins.registry import discover_methods
     from nerfstudio.scripts.train import train_loop
@@ -71,6 +71,8 @@ def train(method: str, normalization: str, scene: Path, output: Path, steps: int
     config.pipeline.model.normalization = normalization
     config.output_dir = output
     config.max_num_iterations = steps
+    # None: the trainer measures one thread against every core, as for ns-train (bn_nerf.nerf.trainer).
+    config.threads = threads
     for group in config.optimizers.values():
         if group["scheduler"] is not None:  # decay over this run, not over the preset's length
             group["scheduler"].max_steps = steps
@@ -133,9 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     if steps < 1 or (args.threads is not None and args.threads < 1) or args.size < 8:
         print("bn-nerf-demo: error: --steps and --threads must be positive and --size at least 8", file=sys.stderr)
         return 2
-    # Two threads train the demo 1.3x faster than one on 2 quiet cores, and slower when the other
-    # core is busy: the same measured choice as bn-inr's.
-    print(f"bn-nerf-demo: {choose_threads(args.threads, torch.device('cpu'))}")
 
     from bn_nerf.nerf.scene import write_scene
 
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     scene = args.output / "scene"
     if not (scene / "transforms_test.json").is_file():
         write_scene(scene, size=args.size)
-    config_path = train(args.method, args.normalization, scene, args.output / "runs", steps, args.viewer)
+    config_path = train(args.method, args.normalization, scene, args.output / "runs", steps, args.threads, args.viewer)
     trained = time.perf_counter()
     report = evaluate(config_path, args.output, args.size)
     report.update(

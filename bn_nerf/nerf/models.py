@@ -1,24 +1,23 @@
-"""bn-nerf: nerfstudio's vanilla-nerf model (coarse and fine fields, uniform then importance
-sampling, the same losses and renderers) with fields from bn_nerf.nerf.fields; and what every model
-of the plugin (bn-nerf here, bn-diner in bn_nerf.nerf.diner) adds to nerfstudio's for BatchNorm.
+"""bn-nerf: the paper's BN+NeRF -- NeRF's field (PE with 10/4 octaves, 8x256 trunk with the skip at
+layer 4, view-dependent colour head) with BatchNorm in its MLPs -- rendered by either of two samplers:
 
-BatchNorm semantics:
-  - training: every field call sees all samples of all rays of the batch, so BN normalizes with the
-    statistics of the whole ray batch;
-  - eval (ns-eval, ns-render, the viewer): running statistics;
-  - checkpoints: before one is written the running statistics are replaced by the exact statistics
-    of a large sample of training rays under the final weights (`reestimate_batchnorm_statistics`,
-    called by bn_nerf.nerf.trainer), because exponential running averages lag weights that move fast.
+  occupancy     (default) one field, rendered through an occupancy grid that drops the samples of empty
+                cells before the MLP runs, as nerfacc renders its MLP NeRF (bn_nerf.nerf.grid_model):
+                the MLP sees a few dozen samples a ray where the scene is, instead of 192 spread along
+                it. BN's batch statistics span exactly the rendered samples.
+  hierarchical  nerfstudio's vanilla-nerf: coarse and fine fields, uniform then importance sampling,
+                the same losses and renderers. With normalization "none" this is vanilla-nerf itself.
+
+Both samplers build their fields with bn_nerf.nerf.fields, so BN on and off differ by the switch alone.
 """
 
 from __future__ import annotations
 
-import abc
+import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple, Type
+from typing import Any, Dict, List, Literal, Mapping, Tuple, Type
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from nerfstudio.cameras.rays import RayBundle
@@ -26,75 +25,35 @@ from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
-from nerfstudio.model_components.scene_colliders import NearFarCollider
 from nerfstudio.models.base_model import Model
 from nerfstudio.models.vanilla_nerf import NeRFModel, VanillaModelConfig
 from nerfstudio.utils import colormaps
 
-from bn_nerf.nerf.fields import NormalizedRadianceField, Normalization, NormPlacement, make_nerf_field
+from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin, BatchNormOptions, training_interval_collider
+from bn_nerf.nerf.fields import NormalizedRadianceField, make_nerf_field
+from bn_nerf.nerf.grid_model import OccupancyGridModel, OccupancyGridOptions
 from bn_nerf.nerf.metrics import image_metrics
-from bn_nerf.networks import convert_to_sync_batchnorm, reestimate_batchnorm
-from bn_nerf.networks.norms import batchnorm_layers
+from bn_nerf.networks import reestimate_batchnorm
+
+Sampler = Literal["occupancy", "hierarchical"]
 
 
-def training_interval_collider(collider_params: Dict[str, float]) -> NearFarCollider:
-    """The near/far collider, keeping training's interval at eval time too.
-
-    nerfstudio's collider moves the near plane to 0 outside training (reset_near_plane). With a fixed
-    number of samples that spreads eval samples over [0, far] instead of [near, far]: coarser sampling,
-    samples where training never looked, and -- for BN -- a sample distribution whose statistics are
-    not the ones training normalized with, which is what the checkpoint-time re-estimation would then
-    record. Keep the training interval, as the original NeRF does for its test renders.
-    """
-    return NearFarCollider(
-        near_plane=collider_params["near_plane"], far_plane=collider_params["far_plane"], reset_near_plane=False
-    )
-
-
-class BatchNormModelMixin(abc.ABC):
-    """What both plugin models add to a nerfstudio Model for BatchNorm: SyncBatchNorm across devices
-    and running statistics re-estimated from training rays (called by bn_nerf.nerf.trainer)."""
-
-    @property
-    def has_batchnorm(self) -> bool:
-        return bool(batchnorm_layers(self))
-
-    def use_sync_batchnorm(self) -> None:
-        convert_to_sync_batchnorm(self)  # converts the BN layers below the model in place
-
-    def use_sync_batchnorm_when_distributed(self) -> None:
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            # Several devices: BN statistics must span the whole batch, not each device's share.
-            self.use_sync_batchnorm()
-
-    @torch.no_grad()
-    def reestimate_batchnorm_statistics(self, ray_bundles: Sequence[RayBundle]) -> int:
-        """Set every BN layer's running statistics to the exact statistics, under the current weights,
-        of the samples these rays produce as at deployment (eval mode: deterministic sample placement,
-        the training near/far interval). Returns the number of BN layers re-estimated."""
-        was_training = self.training
-        self.eval()
-        try:
-            if self.collider is not None:  # near/far bounds, as Model.forward sets them
-                ray_bundles = [self.collider(rays) for rays in ray_bundles]
-            return self.calibrate_batchnorm(ray_bundles)
-        finally:
-            self.train(was_training)
-
-    @abc.abstractmethod
-    def calibrate_batchnorm(self, ray_bundles: Sequence[RayBundle]) -> int:
-        """The model's own re-estimation pass over collided rays, in eval mode."""
+def bn_nerf_model(config: "BNNeRFModelConfig", **kwargs) -> Model:
+    """The model of the configured sampler (the configuration's `_target`)."""
+    model_class = BNNeRFGridModel if config.sampler == "occupancy" else BNNeRFModel
+    return model_class(config=config, **kwargs)
 
 
 @dataclass
-class BNNeRFModelConfig(VanillaModelConfig):
-    """vanilla-nerf's configuration plus the normalization switch and the field's size."""
+class BNNeRFModelConfig(BatchNormOptions, OccupancyGridOptions, VanillaModelConfig):
+    """vanilla-nerf's configuration plus the normalization switch, the field's size and the sampler.
+    The occupancy-grid options (random training background, grid and step) are the occupancy
+    sampler's; vanilla-nerf's sample counts are the hierarchical sampler's."""
 
-    _target: Type = field(default_factory=lambda: BNNeRFModel)
-    normalization: Normalization = "batch"
-    """"batch": BatchNorm after each hidden activation; "none": the plain baseline (vanilla-nerf)."""
-    norm_placement: NormPlacement = "after"
-    """BN after the ReLU (the paper's text) or before it (Linear -> BN -> ReLU, the authors' code)."""
+    _target: Type = field(default_factory=lambda: bn_nerf_model)
+    sampler: Sampler = "occupancy"
+    """"occupancy": one field behind an occupancy grid (nerfacc's MLP NeRF); "hierarchical":
+    vanilla-nerf's coarse and fine fields and samplers."""
     trunk_depth: int = 8
     """Hidden layers of the position network (NeRF: 8)."""
     trunk_width: int = 256
@@ -105,26 +64,60 @@ class BNNeRFModelConfig(VanillaModelConfig):
     """Hidden layers of the view-dependent colour network (nerfstudio's vanilla-nerf: 2)."""
     colour_width: int = 128
     """Width of the colour network (nerfstudio's vanilla-nerf: 128)."""
-    batchnorm_calibration_rays: int = 8192
-    """Training rays whose exact statistics replace BN's running averages before each checkpoint."""
 
 
-class BNNeRFModel(BatchNormModelMixin, NeRFModel):
-    """vanilla-nerf with normalized fields and offline-safe metrics."""
+def nerf_field(config: BNNeRFModelConfig) -> NormalizedRadianceField:
+    """NeRF's field at the configured size, with the normalization switch."""
+    return make_nerf_field(
+        normalization=config.normalization,
+        norm_placement=config.norm_placement,
+        trunk_depth=config.trunk_depth,
+        trunk_width=config.trunk_width,
+        skip_connections=config.skip_connections,
+        colour_depth=config.colour_depth,
+        colour_width=config.colour_width,
+    )
+
+
+class SamplerCheckpointMixin:
+    """A bn-nerf checkpoint loads only into a model of the sampler it was trained with: the two keep
+    different fields (coarse and fine, or one field and its occupancy grid)."""
+
+    sampler: Sampler
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        trained_with = "occupancy" if any(key.startswith("occupancy_grid.") for key in state_dict) else "hierarchical"
+        if trained_with != self.sampler:
+            # Reached from ns-eval, ns-render, ns-viewer and ns-train --load-dir alike: one line, as
+            # their CLIs report a usage error, instead of torch's list of missing and unexpected keys.
+            print(f"error: bn-nerf: the checkpoint was trained with the {trained_with} sampler but the configuration "
+                  f"asks for the {self.sampler} sampler (load it with --pipeline.model.sampler {trained_with})",
+                  file=sys.stderr)
+            sys.exit(2)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+class BNNeRFGridModel(SamplerCheckpointMixin, OccupancyGridModel):
+    """NeRF's field rendered through an occupancy grid."""
 
     config: BNNeRFModelConfig
+    label = "bn-nerf"
+    sampler = "occupancy"
 
     def make_field(self) -> NormalizedRadianceField:
+        return nerf_field(self.config)
+
+    def describe_field(self) -> str:
         c = self.config
-        return make_nerf_field(
-            normalization=c.normalization,
-            norm_placement=c.norm_placement,
-            trunk_depth=c.trunk_depth,
-            trunk_width=c.trunk_width,
-            skip_connections=c.skip_connections,
-            colour_depth=c.colour_depth,
-            colour_width=c.colour_width,
-        )
+        normalization = f"BatchNorm {c.norm_placement} each ReLU" if c.normalization == "batch" else "no normalization"
+        return f"NeRF field {c.trunk_depth}x{c.trunk_width} ({normalization})"
+
+
+class BNNeRFModel(SamplerCheckpointMixin, BatchNormModelMixin, NeRFModel):
+    """vanilla-nerf (hierarchical sampler) with normalized fields and offline-safe metrics."""
+
+    config: BNNeRFModelConfig
+    sampler = "hierarchical"
 
     def populate_modules(self) -> None:
         # Model's own setup (the near/far collider), skipping NeRFModel's, which builds its fixed
@@ -132,8 +125,8 @@ class BNNeRFModel(BatchNormModelMixin, NeRFModel):
         Model.populate_modules(self)
         if self.config.enable_collider:
             self.collider = training_interval_collider(self.config.collider_params)
-        self.field_coarse = self.make_field()
-        self.field_fine = self.make_field()
+        self.field_coarse = nerf_field(self.config)
+        self.field_fine = nerf_field(self.config)
         self.use_sync_batchnorm_when_distributed()
         self.sampler_uniform = UniformSampler(num_samples=self.config.num_coarse_samples)
         self.sampler_pdf = PDFSampler(num_samples=self.config.num_importance_samples)
@@ -153,16 +146,14 @@ class BNNeRFModel(BatchNormModelMixin, NeRFModel):
         # so that it is the viewer's default output.
         return {**{name: levels[f"{name}_fine"] for name in ("rgb", "accumulation", "depth")}, **levels}
 
-    def calibrate_batchnorm(self, ray_bundles: Sequence[RayBundle]) -> int:
+    def calibrate_batchnorm(self, rays: RayBundle) -> int:
         """Coarse field first: its calibrated eval-mode output places the fine samples."""
         assert self.field_coarse is not None and self.field_fine is not None
-        coarse_samples = [self.sampler_uniform(rays) for rays in ray_bundles]
-        count = reestimate_batchnorm(self.field_coarse, lambda: [self.field_coarse(s) for s in coarse_samples])
-        fine_samples = []
-        for rays, samples in zip(ray_bundles, coarse_samples):
-            weights = samples.get_weights(self.field_coarse(samples)[FieldHeadNames.DENSITY])
-            fine_samples.append(self.sampler_pdf(rays, samples, weights))
-        count += reestimate_batchnorm(self.field_fine, lambda: [self.field_fine(s) for s in fine_samples])
+        coarse_samples = self.sampler_uniform(rays)
+        count = reestimate_batchnorm(self.field_coarse, lambda: self.field_coarse(coarse_samples))
+        weights = coarse_samples.get_weights(self.field_coarse(coarse_samples)[FieldHeadNames.DENSITY])
+        fine_samples = self.sampler_pdf(rays, coarse_samples, weights)
+        count += reestimate_batchnorm(self.field_fine, lambda: self.field_fine(fine_samples))
         return count
 
     def get_image_metrics_and_images(
@@ -171,7 +162,7 @@ class BNNeRFModel(BatchNormModelMixin, NeRFModel):
         image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb_coarse"].device))
         fine = image_metrics(outputs["rgb_fine"], image)
         metrics_dict = {
-            # The model's answer is its fine level: "psnr"/"ssim" name it as bn-diner's do.
+            # The model's answer is its fine level: "psnr"/"ssim" name it as the grid models' do.
             "psnr": fine["psnr"],
             "ssim": fine["ssim"],
             "coarse_psnr": image_metrics(outputs["rgb_coarse"], image)["psnr"],

@@ -1,6 +1,6 @@
 """nerfstudio's Trainer, re-estimating BatchNorm statistics before each checkpoint is written,
-opening the viewer at the first training view, and leaving no run folder behind a run that fails
-before its first step.
+choosing its CPU threads and memory reuse as bn-inr's runs do, opening the viewer at the first
+training view, and leaving no run folder behind a run that fails before its first step.
 
 ns-train (and bn-nerf-demo) write the run folder's config.yml before anything reads the data, and a
 folder with a config.yml looks like a started run to ns-eval, ns-viewer and a user listing their
@@ -15,22 +15,28 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Type
+from typing import Iterator, Literal, Optional, Type
 
 import numpy as np
+import torch
 import viser
 import viser.transforms as vtf
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
 
+from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin
 from bn_nerf.nerf.dataparser import TRAINING_SPLITS, CheckedBlenderDataParserConfig, exit_on_bad_scene
-from bn_nerf.nerf.models import BatchNormModelMixin
+from bn_nerf.runtime import choose_threads, keep_freed_memory
 
 
 @dataclass
 class BatchNormTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: BatchNormTrainer)
+    threads: Optional[int] = None
+    """CPU threads for torch on a CPU run (default: one or every usable core, whichever a short probe
+    measures faster; OMP_NUM_THREADS caps it)."""
 
     def save_config(self) -> None:
         """Check the scene the run will read, then write config.yml (creating the run folder): bad
@@ -75,6 +81,13 @@ class BatchNormTrainer(Trainer):
                 break
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        if self.device == "cpu":
+            # On a shared CPU two OpenMP threads can take several times as long as one (BENCHMARKS.md):
+            # measure, as bn-inr's runs do.
+            CONSOLE.print(f"{self.config.method_name}: {choose_threads(self.config.threads, torch.device('cpu'))}")
+        # A step allocates and frees activations of hundreds of MB; glibc would return them to the
+        # kernel and page-fault them back every step.
+        keep_freed_memory()
         with self.removing_run_folder_on_early_failure():
             super().setup(test_mode)
         if isinstance(self.viewer_state, Viewer):
@@ -90,16 +103,22 @@ class BatchNormTrainer(Trainer):
         return result
 
     def calibrate_batchnorm(self, step: int) -> None:
-        """Replace the running statistics by the exact ones of `batchnorm_calibration_rays` training rays."""
+        """Replace the running statistics by the exact ones of one batch of `batchnorm_calibration_rays`
+        training rays (one batch, so that the re-estimation takes one pass through each field)."""
         model = self.pipeline.model
         if not (isinstance(model, BatchNormModelMixin) and model.has_batchnorm):
             return
         datamanager = self.pipeline.datamanager
-        batches = -(-model.config.batchnorm_calibration_rays // datamanager.config.train_num_rays_per_batch)
-        ray_bundles = [datamanager.next_train(step)[0] for _ in range(batches)]
+        sampler = datamanager.train_pixel_sampler
+        rays_per_step = sampler.num_rays_per_batch
+        sampler.set_num_rays_per_batch(model.config.batchnorm_calibration_rays)
+        try:
+            rays, _ = datamanager.next_train(step)
+        finally:
+            sampler.set_num_rays_per_batch(rays_per_step)
         # The viewer renders from another thread and toggles train/eval under this lock.
         with self.train_lock:
-            model.reestimate_batchnorm_statistics(ray_bundles)
+            model.reestimate_batchnorm_statistics(rays)
 
     def look_through_first_training_camera(self, client: viser.ClientHandle) -> None:
         """A browser that connects sees the scene as the first training image does, at its field of

@@ -1,0 +1,226 @@
+"""One radiance field rendered through an occupancy grid, as instant-ngp and nerfacc render theirs:
+the model of bn-diner (a table in front of a small MLP) and of bn-nerf's occupancy sampler (NeRF's
+own MLP field).
+
+Per ray batch: the occupancy grid (bn_nerf.nerf.sampling) marches every ray at a fixed step through
+the scene box and keeps the samples in occupied cells; only those reach the field, so BatchNorm's
+batch statistics span exactly the samples that are rendered. Densities become weights by volume
+rendering of the packed samples; colour is composited on the background. The grid is refreshed from
+the field's own density during training; it reads that density in eval mode (running statistics),
+so a grid update never feeds BatchNorm a batch of grid points.
+
+BatchNorm semantics as bn_nerf.nerf.batchnorm_model says: batch statistics while training, running
+statistics in ns-eval, ns-render and the viewer, re-estimated from training rays before every
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+
+from nerfstudio.cameras.rays import Frustums, RayBundle, RaySamples
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.model_components.losses import MSELoss
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
+from nerfstudio.models.base_model import Model
+from nerfstudio.utils import colormaps
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin, training_interval_collider
+from bn_nerf.nerf.fields import NormalizedRadianceField
+from bn_nerf.nerf.metrics import image_metrics, psnr
+from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings, packed_weights
+from bn_nerf.networks import reestimate_batchnorm
+
+logger = logging.getLogger(__name__)
+
+# Points per no-grad density query of a grid update: bounds its memory on a 128^3 grid.
+DENSITY_QUERY_CHUNK = 1 << 16
+
+
+@dataclass
+class OccupancyGridOptions:
+    """How a grid-rendered model samples its rays (defaults: instant-ngp's and nerfacc's for Blender)."""
+
+    random_training_background: bool = True
+    """Train on a random background colour per ray where the images have alpha: the field cannot then
+    paint empty space the background's colour (a white fog on white), so empty space becomes empty
+    and the occupancy grid can skip it."""
+    occupancy_resolution: int = 128
+    """Occupancy grid cells per axis over the scene box."""
+    render_step_size: float = 0.005
+    """Distance between samples along a ray (world units; the Blender box is 3 wide)."""
+    occupancy_update_every: int = 16
+    occupancy_warmup_steps: int = 256
+    occupancy_threshold: float = 0.01
+    occupancy_decay: float = 0.95
+    """A cell's occupancy decays by this factor per update unless the field's density renews it."""
+
+    def grid_settings(self) -> OccupancyGridSettings:
+        return OccupancyGridSettings(
+            resolution=self.occupancy_resolution,
+            render_step_size=self.render_step_size,
+            update_every=self.occupancy_update_every,
+            warmup_steps=self.occupancy_warmup_steps,
+            occupancy_threshold=self.occupancy_threshold,
+            decay=self.occupancy_decay,
+        )
+
+
+class OccupancyGridModel(BatchNormModelMixin, Model):
+    """A nerfstudio Model of one field (`make_field`) rendered through an occupancy grid. Its
+    configuration holds OccupancyGridOptions, BatchNormOptions, the collider's and `background_color`."""
+
+    label: str
+    """The method's name in what the model prints."""
+
+    @abc.abstractmethod
+    def make_field(self) -> NormalizedRadianceField:
+        """The model's one radiance field."""
+
+    @abc.abstractmethod
+    def describe_field(self) -> str:
+        """The field in a few words, for the line the first training step prints."""
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        c = self.config
+        if c.enable_collider:
+            self.collider = training_interval_collider(c.collider_params)
+        self.field = self.make_field()
+        self.occupancy_grid = OccupancyGrid(self.scene_box.aabb, c.grid_settings())
+        self.use_sync_batchnorm_when_distributed()
+        self.renderer_rgb = RGBRenderer(background_color=c.background_color)
+        self.renderer_accumulation = AccumulationRenderer()
+        self.renderer_depth = DepthRenderer(method="expected")
+        self.rgb_loss = MSELoss()
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return {"fields": list(self.field.parameters())}
+
+    @torch.no_grad()
+    def density_at(self, positions: Tensor) -> Tensor:
+        """The field's density at world positions, in eval mode (BN running statistics)."""
+        was_training = self.field.training
+        self.field.eval()
+        try:
+            return torch.cat([self.field.density_fn(chunk) for chunk in positions.split(DENSITY_QUERY_CHUNK)])
+        finally:
+            self.field.train(was_training)
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        def update_occupancy_grid(step: int) -> None:
+            grid = self.occupancy_grid
+            if step == 0:
+                CONSOLE.print(f"{self.label}: {self.describe_field()}, occupancy grid {grid.settings.resolution}^3 "
+                              f"with rays marched by {grid.marcher}")
+            grid.update(step, self.density_at)
+            if grid.occupied_fraction == 0:
+                # Every cell's density fell below the threshold: rendering would be all background and
+                # no sample would reach the field again. Start over from a full grid, and say so.
+                logger.warning("step %d: the occupancy grid emptied (density below %g everywhere); "
+                               "every cell is marked occupied again", step, self.config.occupancy_threshold)
+                grid.reset()
+
+        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], update_occupancy_grid,
+                                 update_every_num_iters=1)]
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        num_rays = len(ray_bundle)
+        origins, directions = ray_bundle.origins.reshape(-1, 3), ray_bundle.directions.reshape(-1, 3)
+        nears = ray_bundle.nears if ray_bundle.nears is not None else torch.zeros_like(origins[:, :1])
+        fars = ray_bundle.fars if ray_bundle.fars is not None else torch.full_like(origins[:, :1], 1e10)
+        samples = self.occupancy_grid.sample(origins, directions, nears, fars, stratified=self.training)
+        background = self.renderer_rgb.get_background_color(self.config.background_color, (num_rays, 3), origins.device)
+        outputs = {
+            "rgb": background,
+            "accumulation": origins.new_zeros(num_rays, 1),
+            "depth": fars.reshape(num_rays, 1).clone(),
+            "num_samples_per_ray": torch.bincount(samples.ray_indices, minlength=num_rays),
+        }
+        # BatchNorm needs two samples to compute a batch statistic; fewer means an empty view.
+        if len(samples.ray_indices) < 2:
+            if self.training:
+                # A training batch that trains nothing: the grid has lost the scene along these rays.
+                logger.warning("no sample of a training batch of %d rays fell in an occupied cell; "
+                               "every cell is marked occupied again", num_rays)
+                self.occupancy_grid.reset()
+            return outputs
+        indices = samples.ray_indices
+        camera_indices = ray_bundle.camera_indices.reshape(num_rays, -1)[indices] if ray_bundle.camera_indices is not None else None
+        ray_samples = RaySamples(
+            frustums=Frustums(
+                origins=origins[indices],
+                directions=directions[indices],
+                starts=samples.t_starts[:, None],
+                ends=samples.t_ends[:, None],
+                pixel_area=ray_bundle.pixel_area.reshape(num_rays, 1)[indices],
+            ),
+            camera_indices=camera_indices,
+        )
+        field_outputs = self.field(ray_samples)
+        weights = packed_weights(samples.t_starts, samples.t_ends, field_outputs[FieldHeadNames.DENSITY][:, 0],
+                                 indices, num_rays)[:, None]
+        outputs["rgb"] = self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=weights,
+                                           ray_indices=indices, num_rays=num_rays)
+        outputs["accumulation"] = self.renderer_accumulation(weights=weights, ray_indices=indices, num_rays=num_rays)
+        outputs["depth"] = self.renderer_depth(weights=weights, ray_samples=ray_samples, ray_indices=indices,
+                                               num_rays=num_rays)
+        return outputs
+
+    def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        image = self.renderer_rgb.blend_background(batch["image"].to(self.device))
+        return {
+            "psnr": psnr(outputs["rgb"], image),
+            "samples_per_ray": outputs["num_samples_per_ray"].float().mean(),
+            "occupied_fraction": torch.tensor(self.occupancy_grid.occupied_fraction),
+        }
+
+    def get_loss_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor], metrics_dict=None) -> Dict[str, Tensor]:
+        image = batch["image"].to(self.device)
+        predicted = outputs["rgb"]
+        if self.training and self.config.random_training_background and image.shape[-1] == 4:
+            # The render is composited on the configured background; swap that for a random one, in the
+            # prediction (through its transparency) and in the ground truth (through its alpha) alike.
+            background = torch.rand_like(predicted)
+            configured = self.renderer_rgb.get_background_color(self.config.background_color, predicted.shape, predicted.device)
+            predicted = predicted + (1 - outputs["accumulation"]) * (background - configured)
+            image = image[..., :3] * image[..., 3:] + background * (1 - image[..., 3:])
+        else:
+            image = self.renderer_rgb.blend_background(image)
+        loss = self.rgb_loss(image, predicted)
+        if not torch.isfinite(loss):
+            # A diverged run would otherwise go on writing checkpoints of a broken field.
+            print(f"error: {self.label}: the loss became {float(loss)}; training stopped "
+                  f"(try a lower learning rate)", file=sys.stderr)
+            sys.exit(1)
+        return {"rgb_loss": loss}
+
+    def calibrate_batchnorm(self, rays: RayBundle) -> int:
+        return reestimate_batchnorm(self.field, lambda: self.get_outputs(rays))
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
+        metrics = image_metrics(outputs["rgb"], image)
+        metrics_dict = {"psnr": metrics["psnr"], "ssim": metrics["ssim"]}
+        if "lpips" in metrics:
+            metrics_dict["lpips"] = metrics["lpips"]
+        near, far = self.config.collider_params["near_plane"], self.config.collider_params["far_plane"]
+        images = {
+            "img": torch.cat([image, outputs["rgb"]], dim=1),
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"],
+                                                    near_plane=near, far_plane=far),
+        }
+        return metrics_dict, images
