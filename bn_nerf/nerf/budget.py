@@ -21,7 +21,7 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
-from bn_nerf.nerf.trainer import BatchNormTrainer
+from bn_nerf.nerf.trainer import BatchNormTrainer, BatchNormTrainerConfig
 
 
 def method_config(method: str) -> TrainerConfig:
@@ -40,6 +40,8 @@ def setup_trainer(config: TrainerConfig, scene: Path, output: Path, device: str,
     config.vis = "tensorboard"
     config.output_dir = output
     config.pipeline.datamanager.data = scene
+    if isinstance(config, BatchNormTrainerConfig):
+        config.threads = torch.get_num_threads()  # the caller's count, not a fresh probe: comparisons fix it
     config.set_timestamp()
     torch.manual_seed(seed)
     random.seed(seed)  # nerfstudio's image loader draws its image order with Python's random
