@@ -33,8 +33,10 @@ def method_config(method: str) -> TrainerConfig:
     return copy.deepcopy(all_methods[method])
 
 
-def setup_trainer(config: TrainerConfig, scene: Path, output: Path, device: str, seed: int = 0) -> Trainer:
-    """The trainer ns-train would build for `config` on `scene`, its eval split being the test split."""
+def setup_trainer(config: TrainerConfig, scene: Path, output: Path, device: str, seed: int = 0,
+                  eval_split: str = "test") -> Trainer:
+    """The trainer ns-train would build for `config` on `scene`, its eval split being `eval_split`
+    ("test", or "val" for choosing hyperparameters)."""
     config = copy.deepcopy(config)
     config.machine.device_type = device
     config.vis = "tensorboard"
@@ -46,7 +48,7 @@ def setup_trainer(config: TrainerConfig, scene: Path, output: Path, device: str,
     torch.manual_seed(seed)
     random.seed(seed)  # nerfstudio's image loader draws its image order with Python's random
     trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup(test_mode="test")
+    trainer.setup(test_mode=eval_split)
     return trainer
 
 
@@ -89,7 +91,8 @@ def train(
 
 
 def test_metrics(trainer: Trainer) -> dict:
-    """Mean test-split metrics in eval mode after the checkpoint-time BatchNorm re-estimation."""
+    """Mean metrics over the eval split's images (the test split unless set up otherwise), in eval
+    mode after the checkpoint-time BatchNorm re-estimation."""
     if isinstance(trainer, BatchNormTrainer):
         trainer.calibrate_batchnorm(0)
     pipeline = trainer.pipeline
