@@ -107,6 +107,15 @@ def train_steps(trainer, steps: int) -> list[float]:
     return losses
 
 
+def train_steps_from(trainer, step: int) -> None:
+    """One training step as nerfstudio's Trainer.train runs it, callbacks included."""
+    for location in (TrainingCallbackLocation.BEFORE_TRAIN_ITERATION, TrainingCallbackLocation.AFTER_TRAIN_ITERATION):
+        if location == TrainingCallbackLocation.AFTER_TRAIN_ITERATION:
+            trainer.train_iteration(step)
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=location)
+
+
 def image_rays(pipeline, image_index: int = 0) -> tuple[RayBundle, torch.Tensor]:
     """All rays of one training image and its pixels composited on the white background."""
     dataset = pipeline.datamanager.train_dataset
@@ -236,6 +245,31 @@ def test_a_checkpoint_loads_only_with_the_sampler_it_was_trained_with(trained_gr
     error = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "\n" not in error
     assert "trained with the occupancy sampler" in error and "asks for the hierarchical sampler" in error
+
+
+def test_bn_nerf_sizes_its_steps_by_a_sample_budget_within_bounds(tiny_scene, tmp_path):
+    """bn-nerf's GPU default keeps a step's samples near its budget by rescaling the ray count, as
+    nerfacc does, between the pipeline's bounds, and a batch without samples changes nothing."""
+    trainer = make_trainer("bn-nerf", tiny_scene, tmp_path, TINY_GRID_NERF)
+    pipeline = trainer.pipeline
+    pipeline.config.target_num_samples = 1 << 15
+    sampler = pipeline.datamanager.train_pixel_sampler
+    assert sampler.num_rays_per_batch == pipeline.config.min_num_rays_per_batch  # the budget allows fewer at first
+    counts = []
+    for step in range(6):
+        train_steps_from(trainer, step)
+        counts.append(sampler.num_rays_per_batch)
+        assert pipeline.config.min_num_rays_per_batch <= counts[-1] <= pipeline.config.max_num_rays_per_batch
+    assert len(set(counts)) > 1  # it follows the samples each step took
+    pipeline._update_dynamic_num_rays_per_batch(0)
+    pipeline._update_pixel_samplers()
+    assert sampler.num_rays_per_batch == counts[-1]
+
+    # The hierarchical sampler takes a fixed number of samples a ray: the configured ray count stands.
+    hierarchical = make_trainer("bn-nerf", tiny_scene, tmp_path, TINY_MODEL)
+    for step in range(2):
+        train_steps_from(hierarchical, step)
+        assert hierarchical.pipeline.datamanager.train_pixel_sampler.num_rays_per_batch == 256
 
 
 def test_bn_diner_training_lowers_the_loss(tiny_scene, tmp_path):

@@ -82,6 +82,9 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
 
     label: str
     """The method's name in what the model prints."""
+    packs_samples = True
+    """A ray gets as many samples as it crosses occupied cells, counted in `num_samples_per_batch`:
+    bn_nerf.nerf.pipelines sizes the ray count of a step by them."""
 
     @abc.abstractmethod
     def make_field(self) -> NormalizedRadianceField:
@@ -181,6 +184,8 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         image = self.renderer_rgb.blend_background(batch["image"].to(self.device))
         return {
             "psnr": psnr(outputs["rgb"], image),
+            # What nerfstudio's dynamic-batch pipeline sizes the next step's ray count by.
+            "num_samples_per_batch": outputs["num_samples_per_ray"].sum(),
             "samples_per_ray": outputs["num_samples_per_ray"].float().mean(),
             "occupied_fraction": torch.tensor(self.occupancy_grid.occupied_fraction),
         }

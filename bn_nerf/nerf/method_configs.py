@@ -24,6 +24,7 @@ from bn_nerf.nerf.dataparser import CheckedBlenderDataParserConfig
 from bn_nerf.nerf.diner import BNDINERModelConfig
 from bn_nerf.nerf.models import BNNeRFModelConfig
 from bn_nerf.nerf.optimizers import FusedAdamOptimizerConfig
+from bn_nerf.nerf.pipelines import SampleBudgetPipelineConfig
 from bn_nerf.nerf.schedulers import FloatExponentialDecaySchedulerConfig
 from bn_nerf.nerf.trainer import BatchNormTrainerConfig
 
@@ -48,15 +49,16 @@ def _diner_optimizers(max_steps: int, table_lr: float, network_lr: float) -> dic
     }
 
 
-def _pipeline(model, rays_per_batch: int) -> VanillaPipelineConfig:
-    return VanillaPipelineConfig(
-        datamanager=VanillaDataManagerConfig(
-            dataparser=CheckedBlenderDataParserConfig(data=Path(DEFAULT_SCENE)),
-            train_num_rays_per_batch=rays_per_batch,
-            eval_num_rays_per_batch=rays_per_batch,
-        ),
-        model=model,
+def _datamanager(rays_per_batch: int) -> VanillaDataManagerConfig:
+    return VanillaDataManagerConfig(
+        dataparser=CheckedBlenderDataParserConfig(data=Path(DEFAULT_SCENE)),
+        train_num_rays_per_batch=rays_per_batch,
+        eval_num_rays_per_batch=rays_per_batch,
     )
+
+
+def _pipeline(model, rays_per_batch: int) -> VanillaPipelineConfig:
+    return VanillaPipelineConfig(datamanager=_datamanager(rays_per_batch), model=model)
 
 
 NERF_STEPS = 50000
@@ -66,9 +68,14 @@ bn_nerf = MethodSpecification(
         vis="viewer",
         max_num_iterations=NERF_STEPS,
         steps_per_save=5000,
-        # NeRF's field and nerfacc's grid (128^3 over the box, marched at 1/1000 of its diagonal):
-        # about 65,000 samples a step, as nerfacc's MLP NeRF keeps, at 4,096 rays on Blender scenes.
-        pipeline=_pipeline(BNNeRFModelConfig(sampler="occupancy"), rays_per_batch=4096),
+        # NeRF's field and nerfacc's grid (128^3 over the box, marched at about 1/1000 of its
+        # diagonal), with nerfacc's budget of 65,536 samples a step: the ray count follows it, so the
+        # first steps, which march every cell, do not need tens of GB.
+        pipeline=SampleBudgetPipelineConfig(
+            # The hierarchical sampler (64 + 128 samples a ray) trains at vanilla-nerf's 1,024 rays.
+            datamanager=_datamanager(rays_per_batch=1024), model=BNNeRFModelConfig(sampler="occupancy"),
+            target_num_samples=1 << 16,
+        ),
         optimizers=_nerfacc_mlp_nerf_optimizers(NERF_STEPS),
     ),
     description="NeRF with BatchNorm in its MLPs behind an occupancy grid (--pipeline.model.sampler hierarchical: "
