@@ -139,7 +139,7 @@ def grid_sample_projector(height: int, angles_degrees: np.ndarray):
 
 def speed(args: argparse.Namespace) -> None:
     keep_freed_memory()
-    threads_line = choose_threads(args.threads, torch.device("cpu"))
+    threads = choose_threads(args.threads, torch.device("cpu"))
     settings = SPEED_SETTINGS[args.task]
     load_before = " / ".join(f"{value:.1f}" for value in os.getloadavg())
     started = time.perf_counter()
@@ -218,7 +218,7 @@ def speed(args: argparse.Namespace) -> None:
     forward = sum(2 * count * fan_in * fan_out for fan_in, fan_out in fans)
     network_gflop = (3 * forward - 2 * count * fans[0][0] * fans[0][1]) / 1e9
     load_after = " / ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"\n{args.task}: {json.dumps(settings)}; {platform.processor() or platform.machine()}; {threads_line}; "
+    print(f"\n{args.task}: {json.dumps(settings)}; {platform.processor() or platform.machine()}; {threads.line}; "
           f"load {load_before} -> {load_after}; task set-up {setup_seconds:.1f} s"
           + (f" (sparse projector: {task.projector.nonzeros / 1e6:.1f} M weights)" if args.task == "ct" else ""))
     print("| part | seconds, wall / CPU (median of %d) | share of the step (wall) |\n|---|---|---|" % args.repeats)
@@ -231,7 +231,7 @@ def speed(args: argparse.Namespace) -> None:
         print(f"operator: {operator_gb:.2f} GB of sparse matrices streamed per step, "
               f"{operator_gb / medians['operator']:.1f} GB/s achieved")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": settings, "threads": threads_line, "medians": medians, "cpu_medians": cpu_medians,
+        Path(args.json).write_text(json.dumps({"settings": settings, **threads.metrics(), "medians": medians, "cpu_medians": cpu_medians,
                                                "setup_seconds": setup_seconds, "network_gflop": network_gflop,
                                                "load": [load_before, load_after]}, indent=2) + "\n")
 

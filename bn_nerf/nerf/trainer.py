@@ -84,7 +84,7 @@ class BatchNormTrainer(Trainer):
         if self.device == "cpu":
             # On a shared CPU two OpenMP threads can take several times as long as one (BENCHMARKS.md):
             # measure, as bn-inr's runs do.
-            CONSOLE.print(f"{self.config.method_name}: {choose_threads(self.config.threads, torch.device('cpu'))}")
+            CONSOLE.print(f"{self.config.method_name}: {choose_threads(self.config.threads, torch.device('cpu')).line}")
         # A step allocates and frees activations of hundreds of MB; glibc would return them to the
         # kernel and page-fault them back every step.
         keep_freed_memory()

@@ -87,7 +87,7 @@ def plan_runs(args: argparse.Namespace, defaults: PaperDefaults, input_names: Se
                 out_dir = args.out if single else args.out / name / f"{spec.method}_{spec.depth}x{spec.width}"
                 runs.append(PlannedRun(name, spec, train, out_dir))
     keep_freed_memory()
-    print(choose_threads(args.threads, resolve_device(args.device)))
+    print(choose_threads(args.threads, resolve_device(args.device)).line)
     return runs
 
 
