@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -128,7 +129,16 @@ def test_the_real_probe_sets_the_thread_count_it_reports():
         torch.set_num_threads(previous)
 
 
-def test_a_run_prints_how_its_threads_were_chosen(tmp_path, capsys):
-    assert main(["image", "--quiet", "--downscale", "32", "--depth", "1", "--width", "4", "--iterations", "1",
-                 "--threads", "1", "--out", str(tmp_path)]) == 0
+def test_a_run_prints_how_its_threads_were_chosen_and_records_it(tmp_path, capsys, two_cores, monkeypatch):
+    run = ["image", "--quiet", "--downscale", "32", "--depth", "1", "--width", "4", "--iterations", "1"]
+    assert main([*run, "--threads", "1", "--out", str(tmp_path / "given")]) == 0
     assert "threads: 1 (--threads)\n" in capsys.readouterr().out
+    assert json.loads((tmp_path / "given" / "metrics.json").read_text())["threads_chosen_by"] == "--threads"
+
+    torch.set_num_threads(2)
+    monkeypatch.setattr(runtime, "layer_trial", lambda: constant_trial({1: 8.0, 2: 24.0}))
+    assert main([*run, "--out", str(tmp_path / "probed")]) == 0
+    assert "threads: 1 (median of " in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "probed" / "metrics.json").read_text())
+    assert metrics["threads"] == 1 and metrics["threads_chosen_by"] == "probe"
+    assert metrics["thread_probe_ms_1"] == 8.0 and metrics["thread_probe_ms_2"] == 24.0
