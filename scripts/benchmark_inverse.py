@@ -9,11 +9,13 @@ into the forward operator and the network; and the peak memory of a 512^3 IoU ev
 `quality` prints a markdown table (eval-mode figures; train mode in brackets where it differs) for
 BENCHMARKS.md. `speed` builds the task at the paper's size (CT 512^2 with 100 projections, MRI 96^3,
 occupancy 200,000 points per step from a 1,000,000-point pool) with the process defaults `bn-inr`
-uses (threads chosen by its probe unless --threads, glibc keeping freed memory) and times, interleaved,
+uses (threads chosen once by its probe unless --threads, glibc keeping freed memory) and times, interleaved,
 median of --repeats: a whole training step; the operator alone (its forward, the loss and its
 backward on a fixed reconstruction: the projector, the Fourier sampling, or drawing and encoding the
 points); and the network alone (forward and backward with the operator's gradient replaced by a
 fixed one). For CT it also times the projector it replaced (`grid_sample` over the rotated images).
+Every part of one `speed` call runs at that one count (printed, and in --json with the probe's
+medians); `quality` trains every method at --threads (default 1), never a per-method probe.
 `memory` runs the occupancy evaluation (BN re-estimation, train- and eval-mode grid passes, IoU,
 marching cubes, preview) on the embedded shape and prints the process's peak RSS.
 """
