@@ -68,7 +68,7 @@ def usable_cores() -> int:
 # or until the trials have taken PROBE_BUDGET_SECONDS (a loaded machine's slow trials end it early,
 # after MIN_ROUNDS). The median trial of each count decides, not the fastest: a neighbour's burst makes
 # some trials slower on a quiet machine, and a neighbour's pause makes some faster on a busy one
-# (a 2-thread trial at 7.4 ms among others at 24 ms, measured under load), and either kind of outlier
+# (a 2-thread trial at 7.4 ms among others at 24-51 ms, measured under load), and either kind of outlier
 # would flip a minimum while a median needs most trials disturbed alike.
 MIN_ROUNDS = 3
 MAX_ROUNDS = 9

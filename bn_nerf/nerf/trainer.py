@@ -35,8 +35,8 @@ from bn_nerf.runtime import choose_threads, keep_freed_memory
 class BatchNormTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: BatchNormTrainer)
     threads: Optional[int] = None
-    """CPU threads for torch on a CPU run (default: one or every usable core, whichever a short probe
-    measures faster; OMP_NUM_THREADS caps it)."""
+    """CPU threads for torch on a CPU run (default: every usable core, unless a short probe measures one
+    thread clearly faster; OMP_NUM_THREADS caps it). Runs to be compared should all set the same count."""
 
     def save_config(self) -> None:
         """Check the scene the run will read, then write config.yml (creating the run folder): bad

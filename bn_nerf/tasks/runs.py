@@ -50,8 +50,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, defaults: PaperDefaults,
                         help="several net sizes (the paper's: " + " ".join(f"{d}x{w}" for d, w in defaults.sizes)
                              + "); replaces --depth/--width")
     parser.add_argument("--threads", type=int,
-                        help="CPU threads for PyTorch (default: one or all usable cores, whichever a short "
-                             "probe at the start measures faster on this machine; see BENCHMARKS.md)")
+                        help="CPU threads for PyTorch (default: every usable core, unless a short probe at the "
+                             "start measures one thread clearly faster, as when other jobs keep cores busy; "
+                             "see BENCHMARKS.md). Runs to be compared should all pass the same count")
     add_run_arguments(parser, defaults)
 
 
