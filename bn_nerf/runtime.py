@@ -64,6 +64,12 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
+def most_threads() -> int:
+    """The count the probe weighs against one thread: PyTorch's own (one per core, or OMP_NUM_THREADS,
+    or what a caller set), capped by the cores a container's quota allows, which PyTorch does not read."""
+    return min(torch.get_num_threads(), usable_cores())
+
+
 # The probe: rounds of one trial per candidate count, alternating which goes first, until MAX_ROUNDS
 # or until the trials have taken PROBE_BUDGET_SECONDS (a loaded machine's slow trials end it early,
 # after MIN_ROUNDS). The median trial of each count decides, not the fastest: a neighbour's burst makes
@@ -171,9 +177,7 @@ def choose_threads(requested: int | None, device: torch.device,
         return ThreadChoice(requested, "--threads")
     if device.type != "cpu":
         return ThreadChoice(torch.get_num_threads(), "default")
-    # PyTorch's own count (one per core, or OMP_NUM_THREADS, or what a caller set), capped by the
-    # cores a container's quota allows, which PyTorch does not read.
-    most = min(torch.get_num_threads(), usable_cores())
+    most = most_threads()
     if most == 1:
         torch.set_num_threads(1)
         return ThreadChoice(1, "caller")

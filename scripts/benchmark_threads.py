@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from benchmark_image import load_average, machine, step_seconds_in_fresh_process
-from bn_nerf.runtime import usable_cores
+from bn_nerf.runtime import most_threads
 
 # A run's start, as plan_runs does it, with the probe's own wall time.
 PROBE_START = """
@@ -62,9 +62,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="workload measurements per count (default 3)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
-    most = usable_cores()
+    most = most_threads()
     if most < 2:
-        sys.exit("benchmark_threads.py: one usable core, nothing to choose")
+        sys.exit("benchmark_threads.py: one usable core (or OMP_NUM_THREADS=1), nothing to choose")
     report: dict = {"machine": machine(), "load_before": load_average(), "settings": {key: value for key, value in vars(args).items() if key != "json"}}
     print(f"machine: {report['machine']}; load average {report['load_before']}", flush=True)
 
