@@ -3,10 +3,12 @@ and how freed memory is kept.
 
 Threads: PyTorch starts one thread per core. On a quiet machine a second thread nearly halves a
 step; on a shared one whose other core is busy, two OpenMP threads wait on each other and a step
-took 2.5-3.3x as long as on one thread (BENCHMARKS.md). Neither default is right everywhere, so a
-run measures: the same small network-shaped workload on one thread and on every usable core,
-interleaved, and keeps the faster (all cores only when clearly faster). `--threads` overrides, and so
-does a thread count the caller already lowered (`torch.set_num_threads`, OMP_NUM_THREADS).
+took 2.5-3.5x as long as on one thread (BENCHMARKS.md). Neither default is right everywhere, so a
+run measures: short trials of a small network-shaped workload on one thread and on every usable
+core, alternating, and keeps every core unless one thread's median trial wins by a clear margin.
+`--threads` overrides, and so does a thread count the caller already lowered
+(`torch.set_num_threads`, OMP_NUM_THREADS). Runs meant to be compared with one another (a sweep's
+cells, a benchmark's methods) pass the same count rather than each probing on its own.
 
 Memory: a full-batch step allocates and frees dozens of activation-sized tensors (29 MB each for a
 512^2 image at width 28, 450 MB for a 96^3 volume at width 128). glibc serves blocks that large with
@@ -24,7 +26,9 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
@@ -60,39 +64,124 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
-def _probe_seconds(threads: int, activations: torch.Tensor, weight: torch.Tensor) -> float:
-    """Seconds for one layer-shaped piece of work: a skinny product, a ReLU and a batch reduction."""
-    torch.set_num_threads(threads)
-    started = time.perf_counter()
-    for _ in range(4):
-        column_sums(torch.relu(matmul_transposed(activations, weight)))
-    return time.perf_counter() - started
+def most_threads() -> int:
+    """The count the probe weighs against one thread: PyTorch's own (one per core, or OMP_NUM_THREADS,
+    or what a caller set), capped by the cores a container's quota allows, which PyTorch does not read."""
+    return min(torch.get_num_threads(), usable_cores())
 
 
-def choose_threads(requested: int | None, device: torch.device) -> str:
-    """Set PyTorch's CPU threads and say how they were chosen (one line for the user)."""
-    if requested is not None:
-        torch.set_num_threads(requested)
-        return f"threads: {requested} (--threads)"
-    if device.type != "cpu":
-        return f"threads: {torch.get_num_threads()} (PyTorch's default; the work runs on {device})"
-    # PyTorch's own count (one per core, or OMP_NUM_THREADS, or what a caller set), capped by the
-    # cores a container's quota allows, which PyTorch does not read.
-    most = min(torch.get_num_threads(), usable_cores())
-    if most == 1:
-        torch.set_num_threads(1)
-        return "threads: 1 (one usable core, or set so by the caller; --threads overrides)"
+# The probe: rounds of one trial per candidate count, alternating which goes first, until MAX_ROUNDS
+# or until the trials have taken PROBE_BUDGET_SECONDS (a loaded machine's slow trials end it early,
+# after MIN_ROUNDS). The median trial of each count decides, not the fastest: a neighbour's burst makes
+# some trials slower on a quiet machine, and a neighbour's pause makes some faster on a busy one
+# (a 2-thread trial at 7.4 ms among others at 24-51 ms, measured under load), and either kind of outlier
+# would flip a minimum while a median needs most trials disturbed alike.
+MIN_ROUNDS = 3
+MAX_ROUNDS = 9
+PROBE_BUDGET_SECONDS = 0.15
+# One thread only when every core's median trial is slower than one thread's by more than this factor.
+# On a quiet machine every core wins (issue 19: a 512^2 image step 0.37 s against 0.55 s on one thread); on one
+# whose other core is busy, two OpenMP threads wait on each other and one thread wins by 2.5-3.5x. A
+# near-tie is noise or a machine that is neither, and resolves to every core: wrongly chosen, that
+# costs at most about this factor, while one thread wrongly chosen on a quiet machine costs 1.5x.
+ONE_THREAD_MARGIN = 1.25
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The thread count a run uses, how it was chosen ("probe" or a key of UNPROBED_REASONS) and,
+    when the probe chose, the seconds of each of its trials by thread count -- kept in a run's
+    metrics.json, so that a slow run can be explained after the fact."""
+
+    threads: int
+    chosen_by: str
+    trials: dict[int, tuple[float, ...]] = field(default_factory=dict)
+
+    def median_milliseconds(self) -> dict[int, float]:
+        return {threads: round(statistics.median(seconds) * 1e3, 2) for threads, seconds in self.trials.items()}
+
+    @property
+    def trials_per_count(self) -> int:
+        return len(self.trials.get(1, ()))
+
+    @property
+    def line(self) -> str:
+        """One line for the user."""
+        if self.chosen_by == "probe":
+            (_, one_ms), (most, most_ms) = sorted(self.median_milliseconds().items())
+            return (f"threads: {self.threads} (median of {self.trials_per_count} probe trials: {one_ms:.1f} ms "
+                    f"on 1 thread, {most_ms:.1f} ms on {most}; --threads overrides)")
+        return f"threads: {self.threads} ({UNPROBED_REASONS[self.chosen_by]})"
+
+    def metrics(self) -> dict:
+        """Flat entries for a run's metrics.json (and so runs.csv and a sweep's cells.csv)."""
+        probe = {f"thread_probe_ms_{threads}": ms for threads, ms in self.median_milliseconds().items()}
+        if probe:
+            probe["thread_probe_trials"] = self.trials_per_count
+        return {"threads": self.threads, "threads_chosen_by": self.chosen_by, **probe}
+
+
+# How a count is chosen without the probe, and what the user is told.
+UNPROBED_REASONS = {
+    "--threads": "--threads",
+    "caller": "one usable core, or set so by the caller; --threads overrides",
+    "default": "PyTorch's default: the run's work is not on the CPU",
+}
+
+
+def layer_trial() -> Callable[[int], float]:
+    """Seconds of one layer-shaped piece of work -- a skinny product, a ReLU and a batch reduction, as
+    a coordinate network's step is made of -- on a given number of threads."""
     generator = torch.Generator().manual_seed(0)
     activations = torch.rand(1 << 16, 64, generator=generator)
     weight = torch.rand(64, 64, generator=generator)
-    samples: dict[int, list[float]] = {1: [], most: []}
-    _probe_seconds(most, activations, weight)  # warm up the kernels and the allocator
-    for _ in range(3):
-        for threads in samples:
-            samples[threads].append(_probe_seconds(threads, activations, weight))
-    one, every = statistics.median(samples[1]), statistics.median(samples[most])
-    # All cores only when clearly faster: on a shared machine the gain is fragile, the loss is not.
-    chosen = most if every < 0.8 * one else 1
+
+    def seconds(threads: int) -> float:
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        column_sums(torch.relu(matmul_transposed(activations, weight)))
+        return time.perf_counter() - started
+
+    return seconds
+
+
+def probe_trials(most: int, trial: Callable[[int], float]) -> dict[int, tuple[float, ...]]:
+    """Alternating trials on one thread and on `most` threads (see MAX_ROUNDS): seconds of each."""
+    # Warm-ups, not counted: a count's first trial (thread pool, kernels, allocator) took 2-4x its others.
+    for threads in (most, 1):
+        trial(threads)
+    trials: dict[int, list[float]] = {1: [], most: []}
+    spent = 0.0
+    for round_index in range(MAX_ROUNDS):
+        if round_index >= MIN_ROUNDS and spent >= PROBE_BUDGET_SECONDS:
+            break
+        for threads in ((1, most) if round_index % 2 == 0 else (most, 1)):
+            seconds = trial(threads)
+            trials[threads].append(seconds)
+            spent += seconds
+    return {threads: tuple(seconds) for threads, seconds in trials.items()}
+
+
+def faster_count(trials: dict[int, Sequence[float]]) -> int:
+    """One thread when its median trial wins by ONE_THREAD_MARGIN; every core otherwise."""
+    most = max(trials)
+    return 1 if statistics.median(trials[most]) > ONE_THREAD_MARGIN * statistics.median(trials[1]) else most
+
+
+def choose_threads(requested: int | None, device: torch.device,
+                   trial: Callable[[int], float] | None = None) -> ThreadChoice:
+    """Set PyTorch's CPU threads: `requested`, else what the probe measures faster on a CPU run.
+    `trial` times one probe trial on a number of threads (default: `layer_trial()`)."""
+    if requested is not None:
+        torch.set_num_threads(requested)
+        return ThreadChoice(requested, "--threads")
+    if device.type != "cpu":
+        return ThreadChoice(torch.get_num_threads(), "default")
+    most = most_threads()
+    if most == 1:
+        torch.set_num_threads(1)
+        return ThreadChoice(1, "caller")
+    trials = probe_trials(most, trial or layer_trial())
+    chosen = faster_count(trials)
     torch.set_num_threads(chosen)
-    return (f"threads: {chosen} (a probe took {one * 1e3:.0f} ms on 1 thread, {every * 1e3:.0f} ms on {most}; "
-            f"--threads overrides)")
+    return ThreadChoice(chosen, "probe", trials)

@@ -17,6 +17,8 @@ iteration budget.
 - compile: torch.compile's compile time and step time against eager, and the run length at which
   it would pay for itself.
 Timings in one process are interleaved, so that a neighbour's load shifts both sides of a ratio alike.
+Thread counts are fixed, never probed, so both sides of every comparison run at the same count: each
+loop process at each of --threads in turn, the in-process measurements and `quality` at the first.
 """
 
 from __future__ import annotations
@@ -178,15 +180,22 @@ LOOP_CASES = [  # (loop, method, BN placement, glibc keeps freed memory)
 ]
 
 
+def step_seconds_in_fresh_process(loop: str, method: str, placement: str, keep: bool, threads: int, size: int,
+                                  short_steps: int, long_steps: int) -> dict:
+    """{"wall", "cpu"}: seconds per step of one loop, measured by `step_worker` in a fresh process."""
+    command = [sys.executable, __file__, "_step", "--loop", loop, "--method", method, "--placement", placement,
+               "--threads", str(threads), "--size", str(size), "--short-steps", str(short_steps),
+               "--long-steps", str(long_steps)] + (["--keep-memory"] if keep else [])
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+
+
 def measure_loops(args: argparse.Namespace) -> dict:
     samples: dict[str, list[dict]] = {}
     for threads in args.threads:
         for _ in range(args.repeats):
             for loop, method, placement, keep in LOOP_CASES:
-                command = [sys.executable, __file__, "_step", "--loop", loop, "--method", method, "--placement", placement,
-                           "--threads", str(threads), "--size", str(args.size), "--short-steps", str(args.short_steps),
-                           "--long-steps", str(args.long_steps)] + (["--keep-memory"] if keep else [])
-                result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+                result = step_seconds_in_fresh_process(loop, method, placement, keep, threads, args.size,
+                                                       args.short_steps, args.long_steps)
                 key = f"{threads}|{loop}|{method}|{placement}|{'keep' if keep else 'glibc'}"
                 samples.setdefault(key, []).append(result)
                 print(f"{key:36s} {result['wall']:.3f} s/step wall, {result['cpu']:.3f} s CPU  (load {load_average()})", flush=True)

@@ -9,11 +9,13 @@ into the forward operator and the network; and the peak memory of a 512^3 IoU ev
 `quality` prints a markdown table (eval-mode figures; train mode in brackets where it differs) for
 BENCHMARKS.md. `speed` builds the task at the paper's size (CT 512^2 with 100 projections, MRI 96^3,
 occupancy 200,000 points per step from a 1,000,000-point pool) with the process defaults `bn-inr`
-uses (threads chosen by its probe unless --threads, glibc keeping freed memory) and times, interleaved,
+uses (threads chosen once by its probe unless --threads, glibc keeping freed memory) and times, interleaved,
 median of --repeats: a whole training step; the operator alone (its forward, the loss and its
 backward on a fixed reconstruction: the projector, the Fourier sampling, or drawing and encoding the
 points); and the network alone (forward and backward with the operator's gradient replaced by a
 fixed one). For CT it also times the projector it replaced (`grid_sample` over the rotated images).
+Every part of one `speed` call runs at that one count (printed, and in --json with the probe's
+medians); `quality` trains every method at --threads (default 1), never a per-method probe.
 `memory` runs the occupancy evaluation (BN re-estimation, train- and eval-mode grid passes, IoU,
 marching cubes, preview) on the embedded shape and prints the process's peak RSS.
 """
@@ -139,7 +141,7 @@ def grid_sample_projector(height: int, angles_degrees: np.ndarray):
 
 def speed(args: argparse.Namespace) -> None:
     keep_freed_memory()
-    threads_line = choose_threads(args.threads, torch.device("cpu"))
+    threads = choose_threads(args.threads, torch.device("cpu"))
     settings = SPEED_SETTINGS[args.task]
     load_before = " / ".join(f"{value:.1f}" for value in os.getloadavg())
     started = time.perf_counter()
@@ -218,7 +220,7 @@ def speed(args: argparse.Namespace) -> None:
     forward = sum(2 * count * fan_in * fan_out for fan_in, fan_out in fans)
     network_gflop = (3 * forward - 2 * count * fans[0][0] * fans[0][1]) / 1e9
     load_after = " / ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"\n{args.task}: {json.dumps(settings)}; {platform.processor() or platform.machine()}; {threads_line}; "
+    print(f"\n{args.task}: {json.dumps(settings)}; {platform.processor() or platform.machine()}; {threads.line}; "
           f"load {load_before} -> {load_after}; task set-up {setup_seconds:.1f} s"
           + (f" (sparse projector: {task.projector.nonzeros / 1e6:.1f} M weights)" if args.task == "ct" else ""))
     print("| part | seconds, wall / CPU (median of %d) | share of the step (wall) |\n|---|---|---|" % args.repeats)
@@ -231,7 +233,7 @@ def speed(args: argparse.Namespace) -> None:
         print(f"operator: {operator_gb:.2f} GB of sparse matrices streamed per step, "
               f"{operator_gb / medians['operator']:.1f} GB/s achieved")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": settings, "threads": threads_line, "medians": medians, "cpu_medians": cpu_medians,
+        Path(args.json).write_text(json.dumps({"settings": settings, **threads.metrics(), "medians": medians, "cpu_medians": cpu_medians,
                                                "setup_seconds": setup_seconds, "network_gflop": network_gflop,
                                                "load": [load_before, load_after]}, indent=2) + "\n")
 

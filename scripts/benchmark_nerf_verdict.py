@@ -19,7 +19,8 @@ over the run as the presets' do.
 compare: per seed, both arms start from the same initial weights (the same seed; BN's layers draw no
 random numbers) and train in this one process with their steps interleaved -- the arm with the least
 training time takes the next step -- each with random number streams of its own, so that the order of
-interleaving changes nothing and load on the shared CPU falls on both alike. Checks (not counted as
+interleaving changes nothing and load on the shared CPU falls on both alike. Both arms run at the same
+--threads (default 1), fixed: the trainers are given that count, never a probe of their own. Checks (not counted as
 training time): at each of --minutes of an arm's own training time (equal time) and at the preset's
 step count (equal steps). A check is the test split in eval mode after the checkpoint-time BN
 re-estimation: the figure ns-eval would report for a checkpoint saved there. Results are written

@@ -86,6 +86,9 @@ def test_a_sweep_runs_each_cell_as_the_task_command_writes_the_table_and_skips_f
 
     cells = plan_cells(load_config(config), out)
     assert len(cells) == 8 and all(cell.finished for cell in cells)
+    # Every cell ran at the thread count it asked Ray for (--threads-per-cell, default 1), not a probe's.
+    assert all({key: value for key, value in read(c.folder).items() if key.startswith("thread")}
+               == {"threads": 1, "threads_chosen_by": "--threads"} for c in cells)
     # A cell is the task command itself: the same command line outside the sweep gives the same run.
     cell = cells[-1]
     command = cell.arguments(threads=1, resume=False)

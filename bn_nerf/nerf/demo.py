@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="training steps (default: about four CPU minutes for the method)")
     parser.add_argument("--size", type=int, default=100, help="image size of the generated scene (default 100)")
     parser.add_argument("--threads", type=int,
-                        help="torch threads (default: one or every core, whichever a short probe measures faster)")
+                        help="torch threads (default: every core, unless a short probe measures one thread "
+                             "clearly faster)")
     parser.add_argument("--viewer", action="store_true", help="serve nerfstudio's viewer while training")
     args = parser.parse_args(argv)
     steps = DEFAULT_STEPS[args.method] if args.steps is None else args.steps

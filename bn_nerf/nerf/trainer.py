@@ -35,8 +35,8 @@ from bn_nerf.runtime import choose_threads, keep_freed_memory
 class BatchNormTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: BatchNormTrainer)
     threads: Optional[int] = None
-    """CPU threads for torch on a CPU run (default: one or every usable core, whichever a short probe
-    measures faster; OMP_NUM_THREADS caps it)."""
+    """CPU threads for torch on a CPU run (default: every usable core, unless a short probe measures one
+    thread clearly faster; OMP_NUM_THREADS caps it). Runs to be compared should all set the same count."""
 
     def save_config(self) -> None:
         """Check the scene the run will read, then write config.yml (creating the run folder): bad
@@ -84,7 +84,7 @@ class BatchNormTrainer(Trainer):
         if self.device == "cpu":
             # On a shared CPU two OpenMP threads can take several times as long as one (BENCHMARKS.md):
             # measure, as bn-inr's runs do.
-            CONSOLE.print(f"{self.config.method_name}: {choose_threads(self.config.threads, torch.device('cpu'))}")
+            CONSOLE.print(f"{self.config.method_name}: {choose_threads(self.config.threads, torch.device('cpu')).line}")
         # A step allocates and frees activations of hundreds of MB; glibc would return them to the
         # kernel and page-fault them back every step.
         keep_freed_memory()

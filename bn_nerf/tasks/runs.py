@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from bn_nerf.io.errors import InputError
 from bn_nerf.tasks.arguments import PaperDefaults, add_run_arguments, resolve_run
 from bn_nerf.tasks.base import Task
-from bn_nerf.runtime import choose_threads, keep_freed_memory
+from bn_nerf.runtime import ThreadChoice, choose_threads, keep_freed_memory
 from bn_nerf.tasks.trainer import CHECKPOINT_FILE, METRICS_FILE, RunSpec, TrainConfig, fit, resolve_device, validate_run
 
 RUNS_CSV = "runs.csv"
@@ -50,8 +50,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, defaults: PaperDefaults,
                         help="several net sizes (the paper's: " + " ".join(f"{d}x{w}" for d, w in defaults.sizes)
                              + "); replaces --depth/--width")
     parser.add_argument("--threads", type=int,
-                        help="CPU threads for PyTorch (default: one or all usable cores, whichever a short "
-                             "probe at the start measures faster on this machine; see BENCHMARKS.md)")
+                        help="CPU threads for PyTorch (default: every usable core, unless a short probe at the "
+                             "start measures one thread clearly faster, as when other jobs keep cores busy; "
+                             "see BENCHMARKS.md). Runs to be compared should all pass the same count")
     add_run_arguments(parser, defaults)
 
 
@@ -61,6 +62,8 @@ class PlannedRun:
     spec: RunSpec
     train: TrainConfig
     out_dir: Path
+    # The process's thread count and how it was chosen, recorded in the run's metrics.json.
+    threads: ThreadChoice
 
 
 def plan_runs(args: argparse.Namespace, defaults: PaperDefaults, input_names: Sequence[str],
@@ -76,7 +79,7 @@ def plan_runs(args: argparse.Namespace, defaults: PaperDefaults, input_names: Se
     methods = args.methods or [args.method]
     sizes = [parse_size(text) for text in args.sizes] if args.sizes else [(args.depth, args.width)]
     single = len(input_names) == 1 and len(methods) == 1 and len(sizes) == 1 and not several_inputs
-    runs = []
+    planned = []
     for method in methods:
         for depth, width in sizes:
             run_args = copy.copy(args)
@@ -85,10 +88,12 @@ def plan_runs(args: argparse.Namespace, defaults: PaperDefaults, input_names: Se
             validate_run(spec, train)
             for name in input_names:
                 out_dir = args.out if single else args.out / name / f"{spec.method}_{spec.depth}x{spec.width}"
-                runs.append(PlannedRun(name, spec, train, out_dir))
+                planned.append((name, spec, train, out_dir))
     keep_freed_memory()
-    print(choose_threads(args.threads, resolve_device(args.device)))
-    return runs
+    # Only once every run is valid: bad input fails at once, without a probe or its line.
+    threads = choose_threads(args.threads, resolve_device(args.device))
+    print(threads.line)
+    return [PlannedRun(*run, threads) for run in planned]
 
 
 def fit_runs(args: argparse.Namespace, runs: list[PlannedRun], task_for: Callable[[PlannedRun], Task],
@@ -99,7 +104,7 @@ def fit_runs(args: argparse.Namespace, runs: list[PlannedRun], task_for: Callabl
         task = task_for(planned)
         # Several runs: resume those that left a checkpoint and start the others afresh.
         resume = args.resume and (len(runs) == 1 or (planned.out_dir / CHECKPOINT_FILE).is_file())
-        metrics, _ = fit(task, planned.spec, planned.train, planned.out_dir, resume=resume)
+        metrics, _ = fit(task, planned.spec, planned.train, planned.out_dir, resume=resume, threads=planned.threads)
         rows.append({"input": planned.input_name, **metrics})
         figures = ", ".join(f"{key} {metrics[key]:.4g}" for key in summary_keys)
         reference = ", ".join(f"{key} {metrics['reference_' + key]:.4g}" for key in summary_keys

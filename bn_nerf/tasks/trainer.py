@@ -26,6 +26,7 @@ from torch import nn
 from bn_nerf.io.errors import InputError
 from bn_nerf.networks import build_network, method_config, reestimate_batchnorm
 from bn_nerf.networks import stored_value_count
+from bn_nerf.runtime import ThreadChoice
 from bn_nerf.tasks.base import Task
 
 METRICS_FILE = "metrics.json"
@@ -142,8 +143,10 @@ class BestIterate:
         self.parameters, self.loss, self.iteration = state["parameters"], state["loss"], state["iteration"]
 
 
-def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bool = False) -> tuple[dict, nn.Module]:
-    """Train `spec`'s network on `task` and write the run's outputs into `out_dir`.
+def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bool = False,
+        threads: ThreadChoice | None = None) -> tuple[dict, nn.Module]:
+    """Train `spec`'s network on `task` and write the run's outputs into `out_dir`. `threads`, how the
+    process's thread count was chosen, goes into metrics.json; without it, the count alone.
 
     `metrics.json` is written last, atomically, so a folder holding one is a finished run; any
     older one is removed first. Returns (metrics, network in eval mode).
@@ -243,6 +246,8 @@ def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bo
         # a user -- and a test -- can tell a resumed run from one that silently started over.
         "resumed_from_iteration": start,
         "seconds": round(elapsed, 3), "params": stored_value_count(net), "device": device.type,
+        # Speed depends on the count: a slow run is explained by it (and by the probe's trials).
+        **(threads.metrics() if threads is not None else {"threads": torch.get_num_threads()}),
         **quality, f"{task.primary_metric}_train_mode": train_mode,
     }
     metrics.update(task.extra_metrics(net))
