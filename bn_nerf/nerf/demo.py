@@ -30,7 +30,7 @@ from PIL import Image
 METHODS = ("bn-diner-cpu", "bn-nerf-cpu")
 # Steps for a run of under five minutes end to end on 2 quiet CPU cores (see BENCHMARKS.md "NeRF"
 # for the measurement behind each figure). Change with --steps.
-DEFAULT_STEPS = {"bn-diner-cpu": 2200, "bn-nerf-cpu": 240}
+DEFAULT_STEPS = {"bn-diner-cpu": 2200, "bn-nerf-cpu": 2000}
 # A viewpoint outside the scene's camera set: azimuth and elevation in degrees.
 NOVEL_VIEW = (37.0, 33.0)
 
