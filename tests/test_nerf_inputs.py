@@ -170,7 +170,7 @@ def training_config(scene: Path, output: Path):
     return config
 
 
-def test_a_run_failing_before_its_first_step_leaves_no_run_folder(scene):
+def test_a_run_failing_before_its_first_step_leaves_no_run_folder(scene, capsys):
     """Beyond the scene check: any failure while the trainer sets up (here the model's) removes the
     run folder that config.yml was saved to."""
     from nerfstudio.scripts.train import train_loop
@@ -179,8 +179,12 @@ def test_a_run_failing_before_its_first_step_leaves_no_run_folder(scene):
     config.pipeline.model.normalization = "no-such-kind"
     config.save_config()
     assert (config.get_base_dir() / "config.yml").is_file()
-    with pytest.raises(ValueError, match="no-such-kind"):
+    with pytest.raises(SystemExit) as exit_info:
         train_loop(local_rank=0, world_size=1, config=config)
+    assert exit_info.value.code == 2
+    # A refused option is a usage error: one line naming it, as a bad scene gets.
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(error_lines) == 1 and "no-such-kind" in error_lines[0], error_lines
     assert list((scene.parent / "runs").iterdir()) == []
 
 
@@ -193,7 +197,7 @@ def test_an_earlier_runs_folder_named_again_is_never_removed(scene):
     earlier_checkpoint.parent.mkdir(parents=True)
     earlier_checkpoint.write_bytes(b"an earlier run's weights")
     config.save_config()
-    with pytest.raises(ValueError, match="no-such-kind"):
+    with pytest.raises(SystemExit):
         train_loop(local_rank=0, world_size=1, config=config)
     assert earlier_checkpoint.is_file()
 

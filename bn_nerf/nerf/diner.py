@@ -16,6 +16,7 @@ from torch.nn import Parameter
 
 from nerfstudio.models.base_model import ModelConfig
 
+from bn_nerf.io.errors import InputError
 from bn_nerf.nerf.batchnorm_model import BatchNormOptions
 from bn_nerf.nerf.fields import NormalizedRadianceField, make_diner_field
 from bn_nerf.nerf.grid_model import OccupancyGridModel, OccupancyGridOptions
@@ -73,7 +74,7 @@ class BNDINERModel(OccupancyGridModel):
         backend = field.position_encoding.backend
         if c.table_smoothness > 0 and backend != "torch-dense":
             # Found here, before training, rather than at the first step's loss.
-            raise ValueError(f"bn-diner: table_smoothness needs a dense torch table; this one is {backend} "
+            raise InputError(f"bn-diner: table_smoothness needs a dense torch table; this one is {backend} "
                              f"(set --pipeline.model.table-smoothness 0, or a table that fits densely)")
         return field
 

@@ -21,6 +21,7 @@ from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.field_components.field_heads import DensityFieldHead, FieldHeadNames, RGBFieldHead
 from nerfstudio.fields.base_field import Field
 
+from bn_nerf.io.errors import InputError
 from bn_nerf.nerf.tables import FeatureTable, Implementation
 from bn_nerf.networks import build_network
 
@@ -75,7 +76,7 @@ class NormalizedRadianceField(Field):
     ) -> None:
         super().__init__()
         if normalization not in NETWORK_METHOD:
-            raise ValueError(f"unknown normalization '{normalization}'; choose from {', '.join(NETWORK_METHOD)}")
+            raise InputError(f"unknown normalization '{normalization}'; choose from {', '.join(NETWORK_METHOD)}")
         self.position_encoding = position_encoding
         self.direction_encoding = direction_encoding
         self.trunk_width = trunk_width
