@@ -197,8 +197,9 @@ def test_an_earlier_runs_folder_named_again_is_never_removed(scene):
     earlier_checkpoint.parent.mkdir(parents=True)
     earlier_checkpoint.write_bytes(b"an earlier run's weights")
     config.save_config()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         train_loop(local_rank=0, world_size=1, config=config)
+    assert exit_info.value.code == 2
     assert earlier_checkpoint.is_file()
 
 

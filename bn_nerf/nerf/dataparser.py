@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from PIL import Image
 
 from nerfstudio.data.dataparsers.blender_dataparser import Blender, BlenderDataParserConfig
 
-from bn_nerf.io.errors import InputError
+from bn_nerf.io.errors import InputError, exiting_on_input_error
 from bn_nerf.runtime import usable_cores
 
 SPLITS = ("train", "val", "test")
@@ -116,14 +115,10 @@ def _decode(image_path: Path, byte_size: int, modified_ns: int) -> tuple[int, in
 
 
 def exit_on_bad_scene(data: Path, splits: Iterable[str]) -> None:
-    """Check the splits; on bad input, report as nerfstudio's CLIs report a usage error -- one line on
-    stderr, exit status 2 -- without the traceback of the call chain."""
-    try:
+    """Check the splits; bad input ends the run on one line, exit status 2."""
+    with exiting_on_input_error():
         for split in splits:
             check_blender_split(data, split)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 @dataclass

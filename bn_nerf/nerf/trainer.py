@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal, Optional, Type
@@ -27,7 +26,7 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
 
-from bn_nerf.io.errors import InputError
+from bn_nerf.io.errors import exiting_on_input_error
 from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin
 from bn_nerf.nerf.dataparser import TRAINING_SPLITS, CheckedBlenderDataParserConfig, exit_on_bad_scene
 from bn_nerf.runtime import choose_threads, keep_freed_memory
@@ -90,14 +89,10 @@ class BatchNormTrainer(Trainer):
         # A step allocates and frees activations of hundreds of MB; glibc would return them to the
         # kernel and page-fault them back every step.
         keep_freed_memory()
-        with self.removing_run_folder_on_early_failure():
-            try:
-                super().setup(test_mode)
-            except InputError as error:
-                # A combination of options the model refuses as it is built: a usage error, reported as
-                # the scene check reports bad input, not as a traceback through nerfstudio's set-up.
-                print(f"error: {error}", file=sys.stderr)
-                sys.exit(2)
+        # A combination of options the model refuses as it is built is a usage error, reported as the
+        # scene check reports bad input, not as a traceback through nerfstudio's set-up.
+        with self.removing_run_folder_on_early_failure(), exiting_on_input_error():
+            super().setup(test_mode)
         if isinstance(self.viewer_state, Viewer):
             self.viewer_state.viser_server.on_client_connect(self.look_through_first_training_camera)
 
