@@ -84,7 +84,8 @@ class OperationCounter(TorchDispatchMode):
         if any(ret.alias_info is not None and not ret.alias_info.is_write for ret in func._schema.returns):
             return out
         name = func.overloadpacket.__name__
-        tensors = [t for t in tree_flatten((args, kwargs or {}, out))[0] if isinstance(t, torch.Tensor)]
+        # Each tensor once: an in-place operation returns the tensor it was given.
+        tensors = list({id(t): t for t in tree_flatten((args, kwargs or {}, out))[0] if isinstance(t, torch.Tensor)}.values())
         self.totals["operations"] += 1
         self.totals["bytes"] += sum(tensor_bytes(t) for t in tensors)
         if name in MATRIX_PRODUCTS:
