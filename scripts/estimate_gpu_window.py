@@ -123,7 +123,10 @@ def measured_run(cell: Cell, iterations: int, folder: Path) -> dict:
 def step_profile(cell: Cell, extra_iterations: int, scratch: Path) -> dict:
     short = measured_run(cell, 1, scratch / "short")
     long = measured_run(cell, 1 + extra_iterations, scratch / "long")
-    step = {key: (long[key] - short[key]) / extra_iterations for key in ("operations", "bytes", "flops", "loop_seconds")}
+    step = {key: (long[key] - short[key]) / extra_iterations for key in ("operations", "bytes", "flops")}
+    # Seconds per CPU step over the longer run's whole loop: a difference of two short, noisy loop
+    # times (the first step also warms kernels up) can come out negative on a busy machine.
+    step["loop_seconds"] = long["loop_seconds"] / (1 + extra_iterations)
     # Set-up and evaluation: the short run less its one step.
     return {**step, "setup_seconds": short["wall_seconds"] - short["loop_seconds"]}
 
