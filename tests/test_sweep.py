@@ -1,4 +1,4 @@
-"""`bn-inr sweep`: cells as Ray tasks on tiny real runs, faults and bad input, the table.
+"""`bn-inr sweep`: cells as Ray tasks and on the local engine, on tiny real runs; faults and bad input; the table.
 
 One embedded Ray instance serves the module (starting one takes seconds); the driver-kill test
 runs its own in a subprocess, as a user's sweep would.
@@ -27,7 +27,7 @@ from skimage.transform import resize
 from bn_nerf.cli import main
 from bn_nerf.networks.presets import PAPER_METHODS
 from bn_nerf.sweep.cells import ATTEMPTS_FILE, ERROR_FILE, execute, plan_cells
-from bn_nerf.sweep.config import load_config
+from bn_nerf.sweep.config import SMOKE_ITERATIONS, load_config, smoke_config
 from bn_nerf.sweep.engine import start_ray
 from bn_nerf.sweep.paper import CLAIMS, TABLE1
 from bn_nerf.sweep.table import Results, judge
@@ -228,6 +228,85 @@ def test_a_killed_ray_worker_is_retried_and_its_cell_resumes(tmp_path, ray_insta
     first, retry = attempts(cell.folder)
     assert first["pid"] != retry["pid"] and retry["resumed"]
     assert read(cell.folder)["resumed_from_iteration"] >= 20
+
+
+def test_the_gpu_window_runs_as_a_smoke_on_the_local_engine_on_a_machine_without_ray(tmp_path):
+    # The GPU window's config as a lent GPU box reads it: from the working tree's root, the Kodak
+    # photo under data/kodak/ (here a 768x512 stand-in), no Ray importable in the sweep or its workers.
+    kodak = tmp_path / "data" / "kodak"
+    kodak.mkdir(parents=True)
+    pixels = resize(data.astronaut() / 255.0, (512, 768), anti_aliasing=True)
+    iio.imwrite(kodak / "kodim01.png", np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8))
+    (tmp_path / "configs" / "table1").mkdir(parents=True)
+    config = tmp_path / "configs" / "table1" / "gpu-window.yaml"
+    config.write_text((REPOSITORY / "configs" / "table1" / "gpu-window.yaml").read_text())
+    no_ray = tmp_path / "no_ray" / "ray"
+    no_ray.mkdir(parents=True)
+    (no_ray / "__init__.py").write_text("raise ImportError('Ray is not installed on this machine')\n")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(no_ray.parent), str(REPOSITORY)])}
+    started = time.perf_counter()
+    sweep = subprocess.run([sys.executable, "-m", "bn_nerf.cli", "sweep", "configs/table1/gpu-window.yaml",
+                            "--engine", "local", "--smoke", "--out", "window"],
+                           cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - started
+    assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-2000:]
+    assert seconds <= 60, f"the smoke took {seconds:.0f} s"
+
+    window = load_config(config)
+    cells = plan_cells(smoke_config(window), tmp_path / "window")
+    assert all(cell.finished for cell in cells)
+    assert {(c.task, c.method) for c in cells} == {(g.task, m) for g in window.grids for m in PAPER_METHODS}
+    # Shrunk as the smoke promises: tiny inputs, a few iterations; the grid itself unchanged.
+    assert {read(c.folder)["iterations"] for c in cells} == {SMOKE_ITERATIONS}
+    assert {(read(c.folder)["image_width"], read(c.folder)["image_height"]) for c in cells if c.task == "image"} == {(48, 32)}
+    assert {read(c.folder)["image_size"] for c in cells if c.task == "ct"} == {32}
+    for name in ("table1.md", "table1.csv", "cells.csv", "rate_distortion.png"):
+        assert (tmp_path / "window" / name).is_file(), name
+    table = (tmp_path / "window" / "table1.md").read_text()
+    assert f"{len(cells)} of {len(cells)} cells finished" in table and "--engine local" in table
+    assert "…" not in table.split("## Ours")[1].split("## Paper")[0]
+
+
+def test_a_killed_local_worker_fails_its_cell_alone_and_a_rerun_resumes_it(tmp_path, capsys):
+    image = photo(tmp_path / "camera.png", "camera", 32)
+    config = write_config(tmp_path / "grid.yaml", {
+        "methods": ["bn", "relu"], "checkpoint_every": 20,
+        "tasks": {"image": {"inputs": [str(image)], "sizes": ["3x16"], "iterations": 600}}})
+    out = tmp_path / "sweep"
+    victim, other = plan_cells(load_config(config), out)
+    arguments = ["sweep", str(config), "--out", str(out), "--engine", "local", "--cpus", "1", "--retries", "0"]
+    codes = []
+    sweep = threading.Thread(target=lambda: codes.append(main(arguments)))
+    sweep.start()
+    deadline = time.monotonic() + 60
+    while checkpoint_step(victim.folder) < 20:
+        assert sweep.is_alive() and time.monotonic() < deadline, "the cell never checkpointed"
+        time.sleep(0.02)
+    os.kill(attempts(victim.folder)[0]["pid"], signal.SIGKILL)
+    sweep.join(timeout=120)
+    # The sweep did not hang on the dead worker: the cell is failed, the next one ran on a new worker.
+    assert codes == [1] and victim.failed and other.finished
+    assert (victim.folder / ERROR_FILE).read_text().startswith("worker process died (killed by SIGKILL)")
+    assert f"{victim.name}: FAILED: worker process died" in capsys.readouterr().out
+    assert attempts(other.folder)[0]["pid"] != attempts(victim.folder)[0]["pid"]
+
+    assert main(arguments) == 0
+    assert victim.finished and not (victim.folder / ERROR_FILE).exists() and len(attempts(other.folder)) == 1
+    assert [run["resumed"] for run in attempts(victim.folder)] == [False, True]
+    assert read(victim.folder)["resumed_from_iteration"] >= 20
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--engine", "local", "--address", "auto"], "--address joins a Ray cluster; --engine local runs on this machine alone"),
+    (["--engine", "local", "--cpus", "2", "--threads-per-cell", "3"], "--threads-per-cell 3: more than the 2 CPUs"),
+])
+def test_a_local_engine_request_this_machine_cannot_grant_fails_in_one_line(tmp_path, capsys, flags, message):
+    config = write_config(tmp_path / "grid.yaml", {"methods": ["relu"], "tasks": {"image": {"sizes": ["2x8"], "iterations": 5}}})
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(config), "--out", str(out), *flags]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error, error
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("change, message", [

@@ -62,12 +62,12 @@ class Cell:
                 "width": self.width, "seed": self.seed, "iterations": self.iterations,
                 "options": {name: list(value) if isinstance(value, tuple) else value for name, value in self.options}}
 
-    def arguments(self, threads: int, resume: bool) -> list[str]:
-        """The task command's arguments (after `bn-inr <task>`) that run this cell."""
+    def arguments(self, threads: int, resume: bool, device: str = "auto") -> list[str]:
+        """The task command's arguments (after `bn-inr <task>`) that run this cell on `device`."""
         arguments = ["--method", self.method, "--depth", str(self.depth), "--width", str(self.width),
                      "--seed", str(self.seed), "--iterations", str(self.iterations),
                      "--checkpoint-every", str(self.checkpoint_every), "--threads", str(threads),
-                     "--quiet", "--out", str(self.folder)]
+                     "--device", device, "--quiet", "--out", str(self.folder)]
         if self.input_path is not None:
             arguments += [SWEEP_TASKS[self.task].input_flag, str(self.input_path)]
         for name, value in self.options:
@@ -162,8 +162,8 @@ def _recorded_settings(cell: Cell) -> dict | None:
         raise InputError(f"{path}: unreadable cell record; remove the cell's folder to run it again") from None
 
 
-def execute(cell: Cell, threads: int) -> dict:
-    """Run one cell in this process: skip it when finished, resume it from its checkpoint when
+def execute(cell: Cell, threads: int, device: str = "auto") -> dict:
+    """Run one cell in this process on `device` (auto: CUDA when present): skip it when finished, resume it from its checkpoint when
     interrupted, start it otherwise. A failure is recorded in the cell's error.txt and returned,
     never raised, so that one cell's fault stops no other."""
     if cell.finished:
@@ -176,10 +176,10 @@ def execute(cell: Cell, threads: int) -> dict:
     resume = (cell.folder / CHECKPOINT_FILE).is_file()
     with (cell.folder / ATTEMPTS_FILE).open("a") as attempts:
         attempts.write(json.dumps({"started": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
-                                   "threads": threads, "resumed": resume}) + "\n")
+                                   "threads": threads, "device": device, "resumed": resume}) + "\n")
     task = SWEEP_TASKS[cell.task]
     try:
-        task.module.run(task.parser().parse_args(cell.arguments(threads, resume)))
+        task.module.run(task.parser().parse_args(cell.arguments(threads, resume, device)))
     except Exception as error:  # any fault of this cell is its own, recorded where the user looks
         message = " ".join(str(error).split()) or type(error).__name__
         if not isinstance(error, InputError):

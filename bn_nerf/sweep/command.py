@@ -1,4 +1,8 @@
-"""`bn-inr sweep CONFIG --out DIR`: every cell of a Table 1 grid as a Ray task, then the table.
+"""`bn-inr sweep CONFIG --out DIR`: every cell of a Table 1 grid, then the table.
+
+Cells run as Ray tasks (`--engine ray`, the default: a laptop's embedded instance or a cluster) or
+in a pool of worker processes on this machine (`--engine local`: no Ray, for a lent GPU box);
+`--smoke` runs the same grid shrunk to seconds (`config.smoke_config`).
 
 A rerun into the same DIR skips finished cells, resumes interrupted ones from their checkpoints
 and retries failed ones; `--table-only` writes the table from whatever DIR holds, running nothing.
@@ -19,13 +23,15 @@ from pathlib import Path
 
 from bn_nerf.io.errors import InputError
 from bn_nerf.sweep.cells import ERROR_FILE, Cell, plan_cells
-from bn_nerf.sweep.config import load_config
+from bn_nerf.sweep.config import load_config, smoke_config
 from bn_nerf.sweep.engine import DEFAULT_RETRIES, run_cells, start_ray
+from bn_nerf.sweep.local_engine import run_cells_locally, worker_devices
 from bn_nerf.sweep.table import write_tables
 from bn_nerf.tasks.runs import positive
 from bn_nerf.tasks.trainer import CHECKPOINT_FILE
 
 LOG_FILE = "sweep_log.jsonl"
+ENGINES = ("ray", "local")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,16 +39,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True,
                         help="sweep folder: one run folder per cell, the log, and the table (on a cluster: a "
                              "folder every node sees)")
+    parser.add_argument("--engine", choices=ENGINES, default="ray",
+                        help="ray: cells as Ray tasks, on an embedded instance or a cluster (default); local: a "
+                             "pool of worker processes on this machine, needing no Ray")
+    parser.add_argument("--smoke", action="store_true",
+                        help="run the same grid shrunk (tiny inputs, a few iterations) to check it end to end")
     parser.add_argument("--address", help="join a running Ray cluster: 'auto' or HOST:PORT (default: start an "
                                           "embedded local instance)")
-    parser.add_argument("--cpus", type=int, help="CPUs of the embedded local instance (default: all of this machine's)")
+    parser.add_argument("--cpus", type=int, help="CPUs the cells may use: of the embedded Ray instance, or of the "
+                                                 "local engine's pool (default: all of this machine's)")
     parser.add_argument("--threads-per-cell", type=int, default=1,
                         help="CPUs each cell asks for and PyTorch threads it runs (default 1: a machine runs one "
                              "cell per CPU)")
     parser.add_argument("--cells-per-gpu", type=int, default=1,
-                        help="cells sharing one GPU when the cluster has GPUs (default 1)")
+                        help="cells sharing one GPU when the machine or cluster has GPUs (default 1)")
     parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
-                        help=f"times Ray reruns a cell whose worker process died (default {DEFAULT_RETRIES})")
+                        help=f"times a cell whose worker process died is rerun (default {DEFAULT_RETRIES})")
     parser.add_argument("--only", nargs="+", metavar="PATTERN",
                         help="run only cells whose name matches a pattern, e.g. 'image/*/bn+pe_10x28/*' "
                              "(names: TASK/INPUT/METHOD_DEPTHxWIDTH/seedN)")
@@ -90,7 +102,9 @@ def _selected(cells: list[Cell], patterns: list[str] | None) -> list[Cell]:
 def _command_line(args: argparse.Namespace) -> str:
     """The invocation as a user would retype it (flags left at their defaults omitted)."""
     words = ["bn-inr", "sweep", str(args.config), "--out", str(args.out)]
-    for flag, value, default in (("--address", args.address, None), ("--cpus", args.cpus, None),
+    words += ["--smoke"] if args.smoke else []
+    for flag, value, default in (("--engine", args.engine, "ray"), ("--address", args.address, None),
+                                 ("--cpus", args.cpus, None),
                                  ("--threads-per-cell", args.threads_per_cell, 1),
                                  ("--cells-per-gpu", args.cells_per_gpu, 1), ("--retries", args.retries, DEFAULT_RETRIES)):
         if value != default:
@@ -115,7 +129,13 @@ def run(args: argparse.Namespace) -> int:
         positive(args.cpus, "--cpus")
     if args.retries < 0:
         raise InputError(f"--retries must be >= 0, got {args.retries}")
+    if args.engine == "local" and args.address is not None:
+        raise InputError("--address joins a Ray cluster; --engine local runs on this machine alone")
+    # Checked before anything is written: a request this machine cannot grant fails in one line.
+    devices = worker_devices(args.cpus, args.threads_per_cell, args.cells_per_gpu) if args.engine == "local" else []
     config = load_config(args.config)
+    if args.smoke:
+        config = smoke_config(config)
     cells = plan_cells(config, args.out)
     table_out = args.table_out or args.out
     if not args.table_only:
@@ -132,13 +152,17 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         outcomes: list[dict] = []
         if to_run:
-            start_ray(args.address, args.cpus)
-
             def report(cell: Cell, outcome: dict) -> None:
                 outcomes.append(outcome)
                 print(_report_line(len(outcomes), len(to_run), cell, outcome), flush=True)
 
-            run_cells(to_run, args.threads_per_cell, args.cells_per_gpu, args.retries, report)
+            if args.engine == "local":
+                print(f"local engine: {min(len(devices), len(to_run))} worker(s) on {', '.join(sorted(set(devices)))}, "
+                      f"{args.threads_per_cell} thread(s) each", flush=True)
+                run_cells_locally(to_run, devices, args.threads_per_cell, args.retries, report)
+            else:
+                start_ray(args.address, args.cpus)
+                run_cells(to_run, args.threads_per_cell, args.cells_per_gpu, args.retries, report)
         failed = [outcome for outcome in outcomes if outcome["status"] == "failed"]
         _log(args.out, {"event": "end", "invocation": invocation, "wall_seconds": round(time.perf_counter() - started, 1),
                         "cells_run": len(outcomes), "cells_failed": len(failed), "load": _load()})

@@ -24,7 +24,7 @@ Relative paths are read from the current directory. Nothing here touches an inpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bn_nerf.io.errors import InputError
@@ -35,6 +35,9 @@ from bn_nerf.sweep.tasks import SWEEP_TASKS
 from bn_nerf.tasks.runs import parse_size
 
 EMBEDDED = "embedded"
+# A smoke run's iterations: enough to pass every step of a run (train, keep the best iterate,
+# re-estimate BN, evaluate, write) without training anything worth reading.
+SMOKE_ITERATIONS = 5
 DEFAULT_CHECKPOINT_EVERY = 100
 SWEEP_KEYS = ("title", "methods", "seeds", "checkpoint_every", "tasks", "nerf")
 GRID_KEYS = ("inputs", "methods", "seeds", "sizes", "iterations", "options")
@@ -177,3 +180,12 @@ class _Where:
             options=self.options(raw.get("options", {}), f"{key}.options"),
         )
 
+
+
+def smoke_config(config: SweepConfig) -> SweepConfig:
+    """The same grid -- tasks, inputs, methods, net sizes, seeds -- shrunk to seconds a cell: each
+    task's smoke options (tiny inputs) over the configuration's, and SMOKE_ITERATIONS iterations."""
+    grids = tuple(replace(grid, iterations=min(grid.iterations, SMOKE_ITERATIONS),
+                          options=tuple({**dict(grid.options), **dict(SWEEP_TASKS[grid.task].smoke_options)}.items()))
+                  for grid in config.grids)
+    return replace(config, title=f"{config.title} (smoke: tiny inputs, {SMOKE_ITERATIONS} iterations)", grids=grids)
