@@ -28,7 +28,7 @@ from bn_nerf.networks import fold_normalization, stored_value_count
 from bn_nerf.io.plots import save_error_map, save_rate_distortion_plot, save_spectra
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
-from bn_nerf.tasks.coordinates import FixedCoordinates, grid_coordinates
+from bn_nerf.tasks.coordinates import FixedCoordinates, pixel_coordinates
 from bn_nerf.tasks.metrics import psnr_from_mse
 from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
@@ -37,12 +37,6 @@ PAPER_DEFAULTS = PaperDefaults(depth=10, width=28, iterations=50_000, learning_r
                                sizes=((5, 20), (5, 30), (10, 28), (10, 40), (13, 49)))
 EMBEDDED_DEFAULT = "astronaut"
 RATE_DISTORTION_PLOT = "rate_distortion.png"
-
-
-def pixel_coordinates(height: int, width: int) -> torch.Tensor:
-    """(H*W, 2) pixel-centre coordinates (x, y) in [-1, 1], row-major like the image's pixels."""
-    return grid_coordinates((height, width)).flip(-1)
-
 
 
 class ImageTask(Task):
@@ -128,11 +122,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path,
                         help=f"an image file, or a folder of images (e.g. Kodak's kodim01..24.png); "
                              f"default: scikit-image's '{EMBEDDED_DEFAULT}' photo (512x512 RGB)")
+    add_fitting_arguments(parser)
+    add_task_arguments(parser, PAPER_DEFAULTS, "outputs/image")
+
+
+def add_fitting_arguments(parser: argparse.ArgumentParser) -> None:
+    """How an image is fitted beyond the run options; `bn-inr encode` shares them."""
     parser.add_argument("--downscale", type=int, default=1,
                         help="shrink every image by this integer factor (anti-aliased) before fitting, for CPU runs")
     parser.add_argument("--batch-size", type=int,
                         help="random pixels per step (default: all pixels, as the paper)")
-    add_task_arguments(parser, PAPER_DEFAULTS, "outputs/image")
 
 
 def downscaled(image: np.ndarray, factor: int, label: str) -> np.ndarray:
