@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from bn_nerf.codec.decode import IN_DIM, decoder_network, network_of, render
-from bn_nerf.codec.entropy import decode_tensors, encode_tensors, information_bits, model_information_bits
+from bn_nerf.codec.entropy import LAPLACE, TensorModel, decode_tensors, encode_tensors, information_bits, model_information_bits
 from bn_nerf.codec.format import MAX_SIDE, CodedImage, header_size, pack
 from bn_nerf.codec.quantize import BIT_DEPTHS, quantization_step, quantize
 from bn_nerf.io.errors import InputError
@@ -60,8 +60,9 @@ def smallest_file_bytes(config: NetworkConfig, method: str, channels: int, heigh
     known before training."""
     plain_config = decoder_config(config, method)
     tensor_count = len(list(build_from_config(plain_config, IN_DIM, channels, depth, hidden_width).parameters()))
+    # Any values: every tensor's entry in the header has the same size.
     empty = CodedImage(height, width, channels, depth, hidden_width, bits=8, network=plain_config,
-                       steps=(1.0,) * tensor_count, models=(), payload=b"")
+                       steps=(1.0,) * tensor_count, models=(TensorModel(LAPLACE, 0.0, 1.0),) * tensor_count, payload=b"")
     return header_size(empty)
 
 
