@@ -27,12 +27,22 @@ AUTO_BITS_PSNR_LOSS = 0.1
 AUTO_BITS_START = 4
 
 
+def codable(net: nn.Module) -> bool:
+    """Whether the codec stores this network: see `decoder_config`."""
+    config = getattr(net, "config", None)
+    return isinstance(config, NetworkConfig) and _codable_config(config)
+
+
+def _codable_config(config: NetworkConfig) -> bool:
+    return config.norm in ("none", "batch") and config.activation != "gabor" and config.architecture == "mlp"
+
+
 def decoder_config(config: NetworkConfig, method: str = "the network") -> NetworkConfig:
     """The configuration of the plain network a decoder runs for a network of `config`: BatchNorm is
-    folded away, so the decoder's network has no normalization. Networks whose outputs depend on
-    the batch after folding (layer, group, cross norms), complex-valued ones (WIRE) and
-    multiplicative filter networks are not coded."""
-    if config.norm not in ("none", "batch") or config.activation == "gabor" or config.architecture != "mlp":
+    folded away, so the decoder's network has no normalization. Networks with normalization left
+    after folding (layer, group, cross norms), complex-valued ones (WIRE) and multiplicative filter
+    networks are not coded."""
+    if not _codable_config(config):
         raise InputError(f"{method} cannot be coded: the codec stores real-valued MLPs with no "
                          f"normalization left after folding BatchNorm (relu, pe, siren, bn, bn+pe and their "
                          f"--norm-placement/--pe-octaves variants)")
