@@ -102,15 +102,18 @@ class EncodedImage:
         return len(self.data) - len(self.coded.payload)
 
     def entropy_estimates(self) -> dict[str, float]:
-        """The file's size as an ideal coder would write it, header included: under the file's own
-        entropy models (`entropy_estimate_bytes`, what the ANS coder is measured against) and under
-        each tensor's empirical symbol frequencies (`empirical_entropy_bytes`, what the models'
-        mismatch costs)."""
-        counts = [parameter.numel() for parameter in decoder_network(self.coded, "encoded image").parameters()]
-        models, bits = list(self.coded.models), self.coded.bits
-        symbols = decode_tensors(self.coded.payload, models, counts, bits)
-        return {"entropy_estimate_bytes": self.header_bytes + model_information_bits(symbols, models, bits) / 8,
-                "empirical_entropy_bytes": self.header_bytes + information_bits(symbols) / 8}
+        return entropy_estimates(self.coded, self.header_bytes)
+
+
+def entropy_estimates(coded: CodedImage, header_bytes: int) -> dict[str, float]:
+    """A coded image's size as an ideal coder would write it, header included: under the file's own
+    entropy models (`entropy_estimate_bytes`, what the ANS coder is measured against) and under each
+    tensor's empirical symbol frequencies (`empirical_entropy_bytes`, what the models' mismatch costs)."""
+    counts = [parameter.numel() for parameter in decoder_network(coded, "coded image").parameters()]
+    models, bits = list(coded.models), coded.bits
+    symbols = decode_tensors(coded.payload, models, counts, bits)
+    return {"entropy_estimate_bytes": header_bytes + model_information_bits(symbols, models, bits) / 8,
+            "empirical_entropy_bytes": header_bytes + information_bits(symbols) / 8}
 
 
 def _encoded(folded: nn.Module, target: np.ndarray, bits: int, psnr_unquantized: float) -> EncodedImage:
