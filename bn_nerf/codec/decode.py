@@ -27,7 +27,7 @@ from bn_nerf.codec.entropy import decode_tensors
 from bn_nerf.codec.format import CodedImage, unpack
 from bn_nerf.codec.quantize import dequantize
 from bn_nerf.io.errors import InputError
-from bn_nerf.io.images import require_file
+from bn_nerf.io.images import require_file, require_output_folder
 from bn_nerf.networks import build_from_config
 from bn_nerf.tasks.coordinates import pixel_coordinates
 
@@ -99,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_output_folder(args.out)
     pixels = decode_file(args.file)
     write_png(args.out, pixels)
     print(f"{args.file} -> {args.out} ({pixels.shape[1]}x{pixels.shape[0]}, {pixels.shape[2]} channel(s))")
