@@ -20,8 +20,9 @@ from bn_nerf.networks import NetworkConfig, build_from_config
 from bn_nerf.tasks.metrics import psnr_from_mse
 
 # `--bits auto`: the fewest bits whose decoded image is at most this many dB below the unquantized
-# folded network's. Below it a bit costs 6 dB of quantization noise, far more than the ~1 bit per
-# weight it saves is worth on any method's rate-distortion curve; above it a bit buys under 0.1 dB.
+# folded network's. Each bit halves the step, so the weights' quantization noise falls about 4x per
+# bit: past this point another bit buys under a tenth of a dB and still costs about a bit per weight,
+# while one bit fewer than needed can cost decibels (tests/test_codec.py: 4 bits cost > 0.3 dB).
 AUTO_BITS_PSNR_LOSS = 0.1
 # Where `--bits auto` starts looking: fewer bits leave almost no network standing.
 AUTO_BITS_START = 4
@@ -49,10 +50,14 @@ def decoder_config(config: NetworkConfig, method: str = "the network") -> Networ
     return config.replace(norm="none")
 
 
+def check_image_size(height: int, width: int, label: str) -> None:
+    if max(height, width) > MAX_SIDE:
+        raise InputError(f"{label}: image is {width}x{height}; the format holds sides up to {MAX_SIDE} pixels")
+
+
 def coded_image(folded: nn.Module, channels: int, height: int, width: int, bits: int) -> CodedImage:
     """`folded` (a BN-folded CoordinateMLP in eval mode) quantized at `bits` and entropy-coded."""
-    if max(height, width) > MAX_SIDE:
-        raise InputError(f"image is {width}x{height}; the format holds sides up to {MAX_SIDE} pixels")
+    check_image_size(height, width, "coded image")
     config = decoder_config(folded.config)
     plain = build_from_config(config, IN_DIM, channels, folded.depth, folded.width)
     # Strict: the folded network must be exactly the plain network the decoder will build.

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from bn_nerf.codec.compress import AUTO_BITS_PSNR_LOSS, decoder_config, encode_network, smallest_file_bytes
+from bn_nerf.codec.compress import AUTO_BITS_PSNR_LOSS, check_image_size, decoder_config, encode_network, smallest_file_bytes
 from bn_nerf.codec.quantize import BIT_DEPTHS, fake_quantized, quantization_step
 from bn_nerf.io.errors import InputError
 from bn_nerf.io.images import load_image, require_output_folder
@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     validate_run(spec, train)
     config = method_config(spec.method, **spec.overrides)
     decoder_config(config, f"method '{spec.method}'")
+    check_image_size(height, width, label)
     target_bytes = None
     if args.target_bpp is not None:
         target_bytes = int(args.target_bpp * height * width / 8)
