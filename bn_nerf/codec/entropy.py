@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import constriction
 import numpy as np
-import scipy.stats
 
 from bn_nerf.codec.quantize import symbol_limit
 
@@ -85,6 +84,9 @@ def model_information_bits(tensors: list[np.ndarray], models: list[TensorModel],
     """The entropy estimate of a payload: each symbol's information content -log2 p under its
     tensor's model (the quantized density over unit bins, renormalized over the symbol range),
     summed -- what an ideal coder with these models would write; ANS should come within a word."""
+    # Imported here: scipy.stats takes about a second to import, and decoding never needs it.
+    import scipy.stats
+
     limit = symbol_limit(bits)
     edges = np.arange(-limit, limit + 2) - 0.5
     total = 0.0
