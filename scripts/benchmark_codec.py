@@ -16,7 +16,8 @@ decode time on one thread (best of 3).
 
 Resumable: every finished point is appended to OUT/points.csv at once, and a rerun skips the
 points already there, so a long run may be stopped and continued. OUT/summary.md and
-OUT/rate_distortion.png are rewritten from the whole CSV at the end of every run.
+OUT/rate_distortion.png are rewritten from the whole CSV at the end of every run. One folder holds
+one protocol (iterations, --qat-steps, --bits, --downscale): another is refused, so give it its own --out.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ METHODS = ("bn+pe", "pe", "bn", "relu", "siren")
 CLASSICAL = ("jpeg", "webp", "avif")
 # Qualities dense at the low end, where the comparison with small networks happens.
 QUALITIES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
-COLUMNS = ("photo", "codec", "setting", "bytes", "bpp", "psnr", "bits", "header_bytes", "entropy_estimate_bytes",
-           "empirical_entropy_bytes", "size_over_estimate", "decode_seconds", "encode_seconds", "iterations",
-           "qat_steps", "downscale")
+COLUMNS = ("photo", "codec", "setting", "bytes", "bpp", "psnr", "bits", "bits_asked", "header_bytes",
+           "entropy_estimate_bytes", "empirical_entropy_bytes", "size_over_estimate", "decode_seconds",
+           "encode_seconds", "iterations", "qat_steps", "downscale")
 
 
 def reference_pixels(photo: Path, factor: int) -> np.ndarray:
@@ -71,7 +72,8 @@ def codec_point(photo: Path, method: str, size: str, args: argparse.Namespace, p
     coded_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "bn_nerf.cli", "encode", str(photo), str(coded_path), "--method", method,
                "--depth", depth, "--width", width, "--iterations", str(args.iterations), "--downscale",
-               str(args.downscale), "--threads", str(args.threads), "--qat-steps", str(args.qat_steps), "--quiet"]
+               str(args.downscale), "--threads", str(args.threads), "--qat-steps", str(args.qat_steps), "--quiet",
+               *(["--bits", str(args.bits)] if args.bits else [])]
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     encode_seconds = time.perf_counter() - started
@@ -88,7 +90,7 @@ def codec_point(photo: Path, method: str, size: str, args: argparse.Namespace, p
             "header_bytes": file_bytes - len(coded.payload), **estimates,
             "size_over_estimate": file_bytes / estimates["entropy_estimate_bytes"],
             "decode_seconds": min(decode_times), "encode_seconds": encode_seconds,
-            "iterations": args.iterations, "qat_steps": args.qat_steps}
+            "iterations": args.iterations, "qat_steps": args.qat_steps, "bits_asked": args.bits or "auto"}
 
 
 def read_points(path: Path) -> list[dict]:
@@ -168,12 +170,21 @@ def main() -> int:
                         help="net sizes DEPTHxWIDTH, one rate each")
     parser.add_argument("--iterations", type=int, default=2000, help="training iterations of every encode")
     parser.add_argument("--qat-steps", type=int, default=0)
+    parser.add_argument("--bits", type=int,
+                        help="quantization bits of every encode (default: `bn-inr encode`'s automatic choice)")
     parser.add_argument("--threads", type=int, default=1, help="threads of each encode (decode runs on one)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path = args.out / "points.csv"
     points = read_points(csv_path)
-    done = {(p["photo"], p["codec"], p["setting"], p["iterations"], p["qat_steps"], p["downscale"]) for p in points}
+    protocol = {"iterations": str(args.iterations), "qat_steps": str(args.qat_steps),
+                "bits_asked": str(args.bits or "auto"), "downscale": str(args.downscale)}
+    # One folder, one protocol: the summary averages every point of a codec and net size.
+    others = {tuple(p[key] for key in protocol) for p in points if p["codec"].startswith("bnr:")} - {tuple(protocol.values())}
+    if others or any(p["downscale"] != protocol["downscale"] for p in points):
+        sys.exit(f"{csv_path}: holds points of another protocol ({', '.join(protocol)} = {sorted(others)}); "
+                 f"use another --out")
+    done = {(p["photo"], p["codec"], p["setting"]) for p in points}
     torch.set_num_threads(1)
     new_file = not csv_path.is_file()
     with csv_path.open("a", newline="") as handle:
@@ -196,15 +207,14 @@ def main() -> int:
             common = {"photo": photo.stem, "downscale": args.downscale}
             for codec in CLASSICAL:
                 for quality in QUALITIES:
-                    if (photo.stem, codec, str(quality), "", "", str(args.downscale)) in done:
+                    if (photo.stem, codec, str(quality)) in done:
                         continue
                     size, decoded = classical_point(pixels, codec, quality)
                     record({**common, "codec": codec, "setting": quality, "bytes": size, "bpp": size * 8 / pixel_count,
                             "psnr": psnr_uint8(decoded, pixels / 255.0)})
             for size in args.sizes:
                 for method in args.methods:
-                    key = (photo.stem, f"bnr:{method}", size, str(args.iterations), str(args.qat_steps), str(args.downscale))
-                    if key in done:
+                    if (photo.stem, f"bnr:{method}", size) in done:
                         continue
                     point = codec_point(photo, method, size, args, pixels)
                     record({**common, **point, "bpp": point["bytes"] * 8 / pixel_count})
