@@ -70,6 +70,10 @@ def test_a_single_run_writes_metrics_images_and_a_loadable_network(tmp_path):
     # Folding drops each BN's gamma, beta, mean and variance but changes no output.
     assert metrics["params"] - metrics["params_folded"] == 4 * 3 * 12
     assert metrics["psnr_folded"] == pytest.approx(metrics["psnr"], abs=1e-3)
+    # The real rate: a .bnr file's bytes, header included, and its decoded quality near the net's.
+    assert metrics["bpp_file"] == metrics["file_bytes"] * 8 / (24 * 32)
+    assert metrics["bpp_file"] < metrics["bpp_folded_32"]
+    assert metrics["psnr_file"] == pytest.approx(metrics["psnr"], abs=0.5)
     assert abs(metrics["psnr"] - metrics["psnr_train_mode"]) <= 0.1
     assert 0 < metrics["ssim"] <= 1
     assert iio.imread(out / "reconstruction.png").shape == (24, 32, 3)
@@ -94,6 +98,7 @@ def test_a_folder_with_several_methods_and_sizes_gives_a_csv_and_a_rate_distorti
     assert {(r["image"], r["method"], r["depth"]) for r in rows} == {
         (i, m, d) for i in ("kodim01", "kodim02") for m in ("relu", "bn") for d in ("2", "3")}
     assert float(rows[0]["psnr"]) > 0
+    assert all(float(r["bpp_file"]) == int(r["file_bytes"]) * 8 / (16 * 24) for r in rows)
     assert iio.imread(out / "rate_distortion.png").ndim == 3
     assert read_metrics(out / "kodim02" / "bn_3x8")["image"] == "kodim02"
 

@@ -110,6 +110,12 @@ def test_a_sweep_runs_each_cell_as_the_task_command_writes_the_table_and_skips_f
     assert any(line.startswith("ours,image,psnr,5x20,") for line in csv_rows)
     assert iio.imread(out / "rate_distortion.png").ndim == 3
     assert len((out / "cells.csv").read_text().splitlines()) == 9
+    # The image rows in real bytes: each method's mean .bnr rate and decoded PSNR over its cells.
+    real = next(line for line in table.splitlines()[table.splitlines().index("## 2D image in real bytes"):]
+                if line.startswith("| 5x20"))
+    for method in ("relu", "bn"):
+        runs = [read(c.folder) for c in cells if c.method == method]
+        assert f"{np.mean([r['bpp_file'] for r in runs]):.3f} bpp, {np.mean([r['psnr_file'] for r in runs]):.2f} dB" in real
 
     # A rerun runs nothing and leaves every cell's files as they were.
     stamps = {c.name: (c.folder / "metrics.json").stat().st_mtime_ns for c in cells}

@@ -27,6 +27,16 @@ def require_file(path: Path | str) -> Path:
     return path
 
 
+def require_output_folder(path: Path | str) -> Path:
+    """`path`, once its folder is known to exist: checked before any work whose result goes there."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: no such folder {path.parent}")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file name")
+    return path
+
+
 def to_unit_float(pixels: np.ndarray, source: Path | str) -> np.ndarray:
     """Integer or float pixels -> float32 in [0, 1] by the convention above."""
     if pixels.dtype == np.uint8:

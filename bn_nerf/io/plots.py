@@ -75,22 +75,37 @@ def save_spectra(path: Path | str, images: Mapping[str, object]) -> None:
     _save(figure, path)
 
 
+def _mean_curves(runs: Iterable[Mapping], rate_key: str, quality_key: str) -> dict[str, tuple[list[float], list[float]]]:
+    """method -> (rates, mean quality at each rate), over the runs that carry both keys."""
+    points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        if run.get(rate_key) not in (None, "") and run.get(quality_key) not in (None, ""):
+            points[run["method"]][float(run[rate_key])].append(float(run[quality_key]))
+    return {method: (sorted(by_rate), [float(np.mean(by_rate[rate])) for rate in sorted(by_rate)])
+            for method, by_rate in sorted(points.items())}
+
+
 def save_rate_distortion_plot(path: Path | str, runs: Iterable[Mapping], rate_key: str = "bpp_folded_32",
-                              quality_key: str = "psnr", title: str | None = None) -> None:
-    """Quality against rate, one line per method (paper Fig. 2).
+                              quality_key: str = "psnr", title: str | None = None,
+                              file_rate_key: str = "bpp_file", file_quality_key: str = "psnr_file") -> None:
+    """Quality against rate, one line per method (paper Fig. 2): the counted rate (solid) and, for
+    runs that were also coded as a .bnr file, the file's real rate and decoded quality (dashed,
+    same colour).
 
     Runs of the same method and rate (the same net size on several images) are averaged, as the
     paper averages over the Kodak images.
     """
-    points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
-        points[run["method"]][float(run[rate_key])].append(float(run[quality_key]))
+    runs = list(runs)
     figure = Figure(figsize=(6, 4.5))
     axes = figure.add_subplot()
-    for method, by_rate in sorted(points.items()):
-        rates = sorted(by_rate)
-        axes.plot(rates, [np.mean(by_rate[rate]) for rate in rates], marker="o", label=method)
-    axes.set_xlabel(rate_key.replace("_", " ") + " (bits per pixel)")
+    file_curves = _mean_curves(runs, file_rate_key, file_quality_key)
+    for method, (rates, quality) in _mean_curves(runs, rate_key, quality_key).items():
+        (line,) = axes.plot(rates, quality, marker="o", label=method)
+        if method in file_curves:
+            axes.plot(*file_curves[method], marker="s", linestyle="--", color=line.get_color(),
+                      label=f"{method}, .bnr file")
+    axes.set_xlabel(rate_key.replace("_", " ") + (f" (solid), {file_rate_key.replace('_', ' ')} (dashed)"
+                                                  if file_curves else "") + " (bits per pixel)")
     axes.set_ylabel(quality_key.upper() + (" (dB)" if quality_key == "psnr" else ""))
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)

@@ -254,10 +254,28 @@ def write_tables(config: SweepConfig, cells: Sequence[Cell], out: Path, log_path
                                   title=f"{config.title}: image task, mean over inputs and seeds")
         lines += ["## Rate-distortion (image task; bits per pixel of the BN-folded network, 32-bit)", "",
                   f"![rate-distortion]({RATE_DISTORTION})", ""]
+        file_rows = _file_rate_rows(image_rows, results.methods)
+        if file_rows:
+            lines += ["## 2D image in real bytes", "",
+                      "Each image cell's network written as a `.bnr` file (`bn-inr encode`'s coding): bits per pixel = "
+                      "file bytes x 8 / pixels, header included, and the decoded image's PSNR; mean over inputs and seeds.",
+                      "", *_markdown_table(["size", *[COLUMN_TITLES.get(m, m.upper()) for m in results.methods]], file_rows), ""]
     (out / TABLE_MD).write_text("\n".join(lines))
     _write_csv(out / TABLE_CSV, results, nerf)
     _write_cells_csv(out / CELLS_CSV, cells)
     return out / TABLE_MD
+
+
+def _file_rate_rows(image_rows: Sequence[dict], methods: Sequence[str]) -> list[list[str]]:
+    """Per net size, each method's mean real rate and decoded PSNR, over the image runs coded as files."""
+    groups: dict = defaultdict(lambda: defaultdict(list))
+    for metrics in image_rows:
+        if "bpp_file" in metrics:
+            groups[(metrics["depth"], metrics["width"])][metrics["method"]].append(metrics)
+    return [[_size_text(size), *[f"{mean(m['bpp_file'] for m in runs[method]):.3f} bpp, "
+                                 f"{mean(m['psnr_file'] for m in runs[method]):.2f} dB" if runs[method] else MISSING
+                                 for method in methods]]
+            for size, runs in groups.items()]
 
 
 def _write_csv(path: Path, results: Results, nerf: dict) -> None:

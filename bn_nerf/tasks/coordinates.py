@@ -17,6 +17,12 @@ def grid_coordinates(shape: Sequence[int]) -> torch.Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(shape))
 
 
+def pixel_coordinates(height: int, width: int) -> torch.Tensor:
+    """(H*W, 2) pixel-centre coordinates (x, y) in [-1, 1], row-major like the image's pixels.
+    Here rather than in the image task so that the codec's decoder reads it without training code."""
+    return grid_coordinates((height, width)).flip(-1)
+
+
 class FixedCoordinates:
     """A task's whole grid of coordinates.
 

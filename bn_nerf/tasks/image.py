@@ -14,6 +14,7 @@ Output layout: a single run (one image, one method, one size) writes its files s
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,14 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from bn_nerf.codec.compress import codable, encode_network
 from bn_nerf.io.errors import InputError
 from bn_nerf.io.images import IMAGE_SUFFIXES, load_image, require_file, save_image
 from bn_nerf.networks import fold_normalization, stored_value_count
 from bn_nerf.io.plots import save_error_map, save_rate_distortion_plot, save_spectra
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
-from bn_nerf.tasks.coordinates import FixedCoordinates, grid_coordinates
+from bn_nerf.tasks.coordinates import FixedCoordinates, pixel_coordinates
 from bn_nerf.tasks.metrics import psnr_from_mse
 from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
@@ -37,12 +39,6 @@ PAPER_DEFAULTS = PaperDefaults(depth=10, width=28, iterations=50_000, learning_r
                                sizes=((5, 20), (5, 30), (10, 28), (10, 40), (13, 49)))
 EMBEDDED_DEFAULT = "astronaut"
 RATE_DISTORTION_PLOT = "rate_distortion.png"
-
-
-def pixel_coordinates(height: int, width: int) -> torch.Tensor:
-    """(H*W, 2) pixel-centre coordinates (x, y) in [-1, 1], row-major like the image's pixels."""
-    return grid_coordinates((height, width)).flip(-1)
-
 
 
 class ImageTask(Task):
@@ -107,7 +103,7 @@ class ImageTask(Task):
         with torch.no_grad():
             folded_psnr = self.metrics(self.reconstruct(folded))["psnr"]
         params, folded_params = stored_value_count(net), stored_value_count(folded)
-        return {
+        return {**self._file_metrics(folded),
             "image": self.label, "image_height": self.height, "image_width": self.width, "channels": self.out_dim,
             "batch_size": self.batch_size or self.pixel_count,
             "bpp_32": params * 32 / self.pixel_count, "bpp_16": params * 16 / self.pixel_count,
@@ -115,6 +111,16 @@ class ImageTask(Task):
             "bpp_folded_32": folded_params * 32 / self.pixel_count,
             "bpp_folded_16": folded_params * 16 / self.pixel_count,
         }
+
+    def _file_metrics(self, folded: nn.Module) -> dict:
+        """The real rate: the folded net written as a .bnr file (`bn-inr encode`'s coding at its
+        default bit depth), its bytes x 8 / pixels and its decoded PSNR. None for networks the
+        codec does not store."""
+        if not codable(folded):
+            return {}
+        encoded = encode_network(copy.deepcopy(folded).cpu(), self.target.cpu().numpy())
+        return {"bpp_file": encoded.bits_per_pixel, "psnr_file": encoded.psnr,
+                "file_bytes": len(encoded.data), "file_bits_per_weight": encoded.coded.bits}
 
     def write_outputs(self, reconstruction: torch.Tensor, out_dir: Path) -> None:
         reconstruction = reconstruction.detach().clamp(0.0, 1.0).float().cpu().numpy()
@@ -128,11 +134,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path,
                         help=f"an image file, or a folder of images (e.g. Kodak's kodim01..24.png); "
                              f"default: scikit-image's '{EMBEDDED_DEFAULT}' photo (512x512 RGB)")
+    add_fitting_arguments(parser)
+    add_task_arguments(parser, PAPER_DEFAULTS, "outputs/image")
+
+
+def add_fitting_arguments(parser: argparse.ArgumentParser) -> None:
+    """How an image is fitted beyond the run options; `bn-inr encode` shares them."""
     parser.add_argument("--downscale", type=int, default=1,
                         help="shrink every image by this integer factor (anti-aliased) before fitting, for CPU runs")
     parser.add_argument("--batch-size", type=int,
                         help="random pixels per step (default: all pixels, as the paper)")
-    add_task_arguments(parser, PAPER_DEFAULTS, "outputs/image")
 
 
 def downscaled(image: np.ndarray, factor: int, label: str) -> np.ndarray:
@@ -177,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     images = dict((name, downscaled(image, args.downscale, name)) for name, image in load_images(args.image))
     runs = plan_runs(args, PAPER_DEFAULTS, list(images), several_inputs=args.image is not None and args.image.is_dir())
     rows = fit_runs(args, runs, lambda planned: ImageTask(images[planned.input_name], args.batch_size, planned.input_name),
-                    summary_keys=("psnr", "ssim", "bpp_folded_32"))
+                    summary_keys=("psnr", "ssim", "bpp_folded_32", "bpp_file"))
     if len(rows) > 1 or runs[0].out_dir != args.out:
         save_rate_distortion_plot(args.out / RATE_DISTORTION_PLOT, rows,
                                   title=f"{len(images)} image(s), {runs[0].train.iterations} iterations")

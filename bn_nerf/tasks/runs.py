@@ -106,7 +106,7 @@ def fit_runs(args: argparse.Namespace, runs: list[PlannedRun], task_for: Callabl
         resume = args.resume and (len(runs) == 1 or (planned.out_dir / CHECKPOINT_FILE).is_file())
         metrics, _ = fit(task, planned.spec, planned.train, planned.out_dir, resume=resume, threads=planned.threads)
         rows.append({"input": planned.input_name, **metrics})
-        figures = ", ".join(f"{key} {metrics[key]:.4g}" for key in summary_keys)
+        figures = ", ".join(f"{key} {metrics[key]:.4g}" for key in summary_keys if key in metrics)
         reference = ", ".join(f"{key} {metrics['reference_' + key]:.4g}" for key in summary_keys
                               if "reference_" + key in metrics)
         print(f"{planned.input_name} {task.name} {planned.spec.method} {planned.spec.depth}x{planned.spec.width}: "

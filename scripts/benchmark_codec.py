@@ -1,0 +1,228 @@
+"""Rate-distortion of the .bnr codec against JPEG, WebP and AVIF (Pillow), in real bytes.
+
+    .venv/bin/python scripts/benchmark_codec.py data/kodak/kodim0{1,2,3,4}.png --downscale 2 \\
+        --sizes 3x16 5x20 5x30 10x28 --iterations 2000 --out results/benchmark-codec
+
+For each photo x method x net size it runs `bn-inr encode` (the same protocol for every method:
+`bn-inr image`'s iterations, learning rates and iterate rule, the codec's default bit depth, and the
+same --qat-steps), decodes the file with `bn-inr decode`'s code, and records PSNR on RGB in [0, 1]
+and bits per pixel = file bytes x 8 / pixels, header included, against the photo as the classical
+codecs see it (downscaled, 8-bit). Each photo is also swept through JPEG, WebP and AVIF qualities,
+and each of our points gets their PSNR interpolated at its bits per pixel ("at matching bytes").
+
+Per point it also records the issue's targets: (1) the file's size against its entropy estimate
+(the header plus each weight's information content under the file's entropy models) and (2) the
+decode time on one thread (best of 3).
+
+Resumable: every finished point is appended to OUT/points.csv at once, and a rerun skips the
+points already there, so a long run may be stopped and continued. OUT/summary.md and
+OUT/rate_distortion.png are rewritten from the whole CSV at the end of every run. One folder holds
+one protocol (iterations, --qat-steps, --bits, --downscale): another is refused, so give it its own --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import platform
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from bn_nerf.codec.compress import entropy_estimates, psnr_uint8
+from bn_nerf.codec.decode import decode_file, read_coded_image
+from bn_nerf.tasks.image import downscaled
+from bn_nerf.io.images import load_image
+
+METHODS = ("bn+pe", "pe", "bn", "relu", "siren")
+CLASSICAL = ("jpeg", "webp", "avif")
+# Qualities dense at the low end, where the comparison with small networks happens.
+QUALITIES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
+COLUMNS = ("photo", "codec", "setting", "bytes", "bpp", "psnr", "bits", "bits_asked", "header_bytes",
+           "entropy_estimate_bytes", "empirical_entropy_bytes", "size_over_estimate", "decode_seconds",
+           "encode_seconds", "iterations", "qat_steps", "downscale")
+
+
+def reference_pixels(photo: Path, factor: int) -> np.ndarray:
+    """The photo as every codec is judged against it: downscaled as `bn-inr encode` does, 8-bit."""
+    return np.round(downscaled(load_image(photo), factor, photo.stem) * 255).astype(np.uint8)
+
+
+def classical_point(pixels: np.ndarray, codec: str, quality: int) -> tuple[int, np.ndarray]:
+    """(bytes, decoded pixels) of Pillow's `codec` at `quality`."""
+    buffer = io.BytesIO()
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    image.save(buffer, format=codec.upper(), quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert(image.mode))
+    return buffer.tell(), decoded.reshape(pixels.shape)
+
+
+def codec_point(photo: Path, method: str, size: str, args: argparse.Namespace, pixels: np.ndarray) -> dict:
+    depth, width = size.lower().split("x")
+    coded_path = args.out / "files" / f"{photo.stem}_{method}_{size}.bnr"
+    coded_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "bn_nerf.cli", "encode", str(photo), str(coded_path), "--method", method,
+               "--depth", depth, "--width", width, "--iterations", str(args.iterations), "--downscale",
+               str(args.downscale), "--threads", str(args.threads), "--qat-steps", str(args.qat_steps), "--quiet",
+               *(["--bits", str(args.bits)] if args.bits else [])]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    encode_seconds = time.perf_counter() - started
+    decode_times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        decoded = decode_file(coded_path)
+        decode_times.append(time.perf_counter() - started)
+    file_bytes = coded_path.stat().st_size
+    coded = read_coded_image(coded_path)
+    estimates = entropy_estimates(coded, file_bytes - len(coded.payload))
+    return {"codec": f"bnr:{method}", "setting": size, "bytes": file_bytes,
+            "psnr": psnr_uint8(decoded, pixels / 255.0), "bits": coded.bits,
+            "header_bytes": file_bytes - len(coded.payload), **estimates,
+            "size_over_estimate": file_bytes / estimates["entropy_estimate_bytes"],
+            "decode_seconds": min(decode_times), "encode_seconds": encode_seconds,
+            "iterations": args.iterations, "qat_steps": args.qat_steps, "bits_asked": args.bits or "auto"}
+
+
+def read_points(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def mean_curves(points: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """codec -> [(mean bpp, mean PSNR)] per setting, over the photos, sorted by rate."""
+    grouped: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for point in points:
+        grouped[point["codec"]][point["setting"]].append(point)
+    return {codec: sorted((float(np.mean([float(p["bpp"]) for p in group])), float(np.mean([float(p["psnr"]) for p in group])))
+                          for group in settings.values())
+            for codec, settings in sorted(grouped.items())}
+
+
+def classical_psnr_at(points: list[dict], photo: str, codec: str, bpp: float) -> float:
+    """The classical codec's PSNR on `photo` interpolated at `bpp` (NaN outside its swept range)."""
+    sweep = sorted((float(p["bpp"]), float(p["psnr"])) for p in points if p["photo"] == photo and p["codec"] == codec)
+    rates = [rate for rate, _ in sweep]
+    if not sweep or not rates[0] <= bpp <= rates[-1]:
+        return float("nan")
+    return float(np.interp(bpp, rates, [psnr for _, psnr in sweep]))
+
+
+def _mean_of_finite(values: list[float]) -> float:
+    """The mean of the values a classical sweep reached (NaN where none did)."""
+    finite = [value for value in values if np.isfinite(value)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def write_reports(points: list[dict], out: Path, title: str) -> None:
+    figure = Figure(figsize=(7, 5))
+    axes = figure.add_subplot()
+    for codec, curve in mean_curves(points).items():
+        axes.plot(*zip(*curve), marker="o" if codec.startswith("bnr:") else ".",
+                  linestyle="-" if codec.startswith("bnr:") else "--", label=codec)
+    axes.set_xlabel("bits per pixel (file bytes x 8 / pixels)")
+    axes.set_ylabel("PSNR (dB), RGB in [0, 1]")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    axes.set_title(title, fontsize=9)
+    FigureCanvasAgg(figure)
+    figure.savefig(out / "rate_distortion.png", dpi=100, bbox_inches="tight")
+
+    ours = [p for p in points if p["codec"].startswith("bnr:")]
+    lines = [f"# .bnr rate-distortion ({title})", "",
+             "Means over photos; the classical codecs' PSNR is interpolated on each photo at our file's bpp.", "",
+             "| codec | size | photos | bpp | PSNR | " + " | ".join(f"{c} PSNR" for c in CLASSICAL)
+             + " | bits | file / estimate (max) | decode s (max) |",
+             "|" + "---|" * (9 + len(CLASSICAL) - 1)]
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for point in ours:
+        grouped[point["codec"], point["setting"]].append(point)
+    for (codec, size), group in sorted(grouped.items()):
+        classical = [_mean_of_finite([classical_psnr_at(points, p["photo"], c, float(p["bpp"])) for p in group])
+                     for c in CLASSICAL]
+        lines.append(f"| {codec} | {size} | {len(group)} | {np.mean([float(p['bpp']) for p in group]):.3f} | "
+                     f"{np.mean([float(p['psnr']) for p in group]):.2f} | "
+                     + " | ".join(f"{value:.2f}" for value in classical)
+                     + f" | {'/'.join(sorted({p['bits'] for p in group}))} | "
+                       f"{max(float(p['size_over_estimate']) for p in group):.4f} | "
+                       f"{max(float(p['decode_seconds']) for p in group):.3f} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("photos", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmark-codec"))
+    parser.add_argument("--downscale", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--sizes", nargs="+", default=["3x16", "5x20", "5x30", "10x28"],
+                        help="net sizes DEPTHxWIDTH, one rate each")
+    parser.add_argument("--iterations", type=int, default=2000, help="training iterations of every encode")
+    parser.add_argument("--qat-steps", type=int, default=0)
+    parser.add_argument("--bits", type=int,
+                        help="quantization bits of every encode (default: `bn-inr encode`'s automatic choice)")
+    parser.add_argument("--threads", type=int, default=1, help="threads of each encode (decode runs on one)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out / "points.csv"
+    points = read_points(csv_path)
+    protocol = {"iterations": str(args.iterations), "qat_steps": str(args.qat_steps),
+                "bits_asked": str(args.bits or "auto"), "downscale": str(args.downscale)}
+    # One folder, one protocol: the summary averages every point of a codec and net size.
+    others = {tuple(p[key] for key in protocol) for p in points if p["codec"].startswith("bnr:")} - {tuple(protocol.values())}
+    if others or any(p["downscale"] != protocol["downscale"] for p in points):
+        sys.exit(f"{csv_path}: holds points of another protocol ({', '.join(protocol)} = {sorted(others)}); "
+                 f"use another --out")
+    done = {(p["photo"], p["codec"], p["setting"]) for p in points}
+    torch.set_num_threads(1)
+    new_file = not csv_path.is_file()
+    with csv_path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+
+        def record(row: dict) -> None:
+            writer.writerow(row)
+            handle.flush()
+            points.append({key: str(value) for key, value in row.items()})
+            print(", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                            for key, value in row.items() if key in ("photo", "codec", "setting", "bpp", "psnr",
+                                                                     "size_over_estimate", "decode_seconds",
+                                                                     "encode_seconds")), flush=True)
+
+        for photo in args.photos:
+            pixels = reference_pixels(photo, args.downscale)
+            pixel_count = pixels.shape[0] * pixels.shape[1]
+            common = {"photo": photo.stem, "downscale": args.downscale}
+            for codec in CLASSICAL:
+                for quality in QUALITIES:
+                    if (photo.stem, codec, str(quality)) in done:
+                        continue
+                    size, decoded = classical_point(pixels, codec, quality)
+                    record({**common, "codec": codec, "setting": quality, "bytes": size, "bpp": size * 8 / pixel_count,
+                            "psnr": psnr_uint8(decoded, pixels / 255.0)})
+            for size in args.sizes:
+                for method in args.methods:
+                    if (photo.stem, f"bnr:{method}", size) in done:
+                        continue
+                    point = codec_point(photo, method, size, args, pixels)
+                    record({**common, **point, "bpp": point["bytes"] * 8 / pixel_count})
+    write_reports(points, args.out, f"{len(args.photos)} photo(s), downscale {args.downscale}, "
+                                    f"{args.iterations} iterations, {platform.processor() or platform.machine()}")
+    print(f"{len(points)} points -> {csv_path}, {args.out / 'summary.md'}, {args.out / 'rate_distortion.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

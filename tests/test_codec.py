@@ -1,0 +1,190 @@
+"""The .bnr codec end to end: `bn-inr encode` then `bn-inr decode` on a real photo, bit-exact
+against the folded, quantized network's own render; the real rate; bad files; a fresh process.
+
+CPU only; one small photo fitted once (seconds) and shared by the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from skimage import data
+from skimage.transform import resize
+
+from bn_nerf.cli import main
+from bn_nerf.codec.compress import encode_network
+from bn_nerf.codec.decode import read_coded_image, render
+from bn_nerf.codec.encode import fine_tune_quantized
+from bn_nerf.codec.format import FORMAT_VERSION, MAGIC
+from bn_nerf.codec.quantize import dequantize, quantization_step, quantize
+from bn_nerf.networks import build_network, fold_normalization
+from bn_nerf.tasks.image import ImageTask
+
+HEIGHT, WIDTH = 40, 56
+NET = ["--method", "bn+pe", "--depth", "3", "--width", "16"]
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory) -> dict:
+    """One photo fitted and coded by the CLI, its run folder kept, and the encoder's report."""
+    folder = tmp_path_factory.mktemp("codec")
+    photo = resize(data.astronaut(), (HEIGHT, WIDTH), anti_aliasing=True)
+    image = folder / "photo.png"
+    iio.imwrite(image, np.round(photo * 255).astype(np.uint8))
+    coded = folder / "photo.bnr"
+    capture = folder / "report.txt"
+    with capture.open("w") as handle, contextlib.redirect_stdout(handle):
+        assert main(["encode", str(image), str(coded), *NET, "--iterations", "150", "--threads", "1", "--quiet",
+                     "--run-dir", str(folder / "run")]) == 0
+    return {"image": image, "file": coded, "run": folder / "run", "report": capture.read_text(), "folder": folder}
+
+
+def decode_cli(source: Path, out: Path) -> int:
+    return main(["decode", str(source), str(out)])
+
+
+def test_decoding_the_file_gives_the_folded_quantized_networks_own_render_bit_for_bit(encoded, tmp_path):
+    out = tmp_path / "decoded.png"
+    assert decode_cli(encoded["file"], out) == 0
+    decoded = iio.imread(out)
+    # The network the fit kept, folded and quantized here by hand at the file's bit depth.
+    saved = torch.load(encoded["run"] / "network.pt")
+    net = build_network("bn+pe", 2, 3, 3, 16)
+    net.load_state_dict(saved["network"])
+    folded = fold_normalization(net)
+    bits = read_coded_image(encoded["file"]).bits
+    with torch.no_grad():
+        for parameter in folded.parameters():
+            step = quantization_step(parameter, bits)
+            parameter.copy_(dequantize(quantize(parameter, step, bits), step, parameter.shape))
+    expected = render(folded, HEIGHT, WIDTH)
+    assert decoded.shape == (HEIGHT, WIDTH, 3) and decoded.dtype == np.uint8
+    assert np.array_equal(decoded, expected)
+    # Not a constant image: the fit learned something the quantization kept.
+    assert decoded.std() > 20
+
+
+def test_the_reported_rate_is_the_files_size(encoded):
+    size = encoded["file"].stat().st_size
+    match = re.search(r"(\d+) bytes \((\d+) header\), ([\d.]+) bpp", encoded["report"])
+    assert match, encoded["report"]
+    assert int(match[1]) == size
+    assert float(match[3]) == pytest.approx(size * 8 / (HEIGHT * WIDTH), abs=1e-4)
+    assert 0 < int(match[2]) < size
+
+
+def test_the_file_is_within_three_percent_of_its_entropy_estimate(encoded):
+    saved = torch.load(encoded["run"] / "network.pt")
+    net = build_network("bn+pe", 2, 3, 3, 16)
+    net.load_state_dict(saved["network"])
+    target = iio.imread(encoded["image"]).astype(np.float32) / 255.0
+    for bits in (6, 10):
+        result = encode_network(fold_normalization(net), target, bits=bits)
+        estimate = result.entropy_estimates()["entropy_estimate_bytes"]
+        assert abs(len(result.data) / estimate - 1) <= 0.03, (bits, len(result.data), estimate)
+
+
+def test_a_file_decodes_to_the_same_png_in_fresh_processes_at_one_and_two_threads(encoded, tmp_path):
+    reference = tmp_path / "in_process.png"
+    assert decode_cli(encoded["file"], reference) == 0
+    for threads in (1, 2):
+        out = tmp_path / f"fresh_{threads}.png"
+        script = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); from bn_nerf.cli import main; "
+                  "code = main(['decode', sys.argv[2], sys.argv[3]]); "
+                  "print('training code loaded:', 'bn_nerf.tasks.trainer' in sys.modules); sys.exit(code)")
+        result = subprocess.run([sys.executable, "-c", script, str(threads), str(encoded["file"]), str(out)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "training code loaded: False" in result.stdout
+        assert out.read_bytes() == reference.read_bytes()
+
+
+def _bad_files(good: bytes) -> dict[str, tuple[bytes, str]]:
+    corrupted = bytearray(good)
+    corrupted[len(good) // 2] ^= 0x01
+    newer = bytearray(good)
+    newer[len(MAGIC)] = FORMAT_VERSION + 1
+    return {
+        "empty": (b"", "empty file"),
+        "truncated": (good[: len(good) - 10], "truncated"),
+        "header_cut": (good[:12], "truncated"),
+        "wrong_magic": (b"\x89PNG" + good[4:], "wrong magic"),
+        "unknown_version": (bytes(newer), f"unknown format version {FORMAT_VERSION + 1}"),
+        "checksum": (bytes(corrupted), "checksum mismatch"),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "header_cut", "wrong_magic", "unknown_version", "checksum"])
+def test_a_bad_file_is_one_line_naming_file_and_problem_exit_2_and_no_png(encoded, tmp_path, capsys, case):
+    content, problem = _bad_files(encoded["file"].read_bytes())[case]
+    bad = tmp_path / f"{case}.bnr"
+    bad.write_bytes(content)
+    out = tmp_path / "out.png"
+    assert decode_cli(bad, out) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and error.startswith(f"bn-inr decode: error: {bad}: "), error
+    assert problem in error
+    assert not any(tmp_path.glob("out.png*"))
+
+
+def test_an_impossible_target_rate_and_an_uncodable_method_are_refused_before_training(encoded, tmp_path, capsys):
+    # 100,000 iterations would take minutes: a prompt refusal shows that no training ran.
+    for flags, problem in ((["--target-bpp", "0.05", *NET], "header alone takes"),
+                           (["--method", "ln+pe", "--depth", "3", "--width", "16"], "cannot be coded")):
+        out = tmp_path / "never.bnr"
+        assert main(["encode", str(encoded["image"]), str(out), "--iterations", "100000", "--threads", "1",
+                     "--quiet", *flags]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and problem in error, error
+        assert not any(tmp_path.iterdir())
+
+
+def test_a_rate_target_with_quantization_aware_fine_tuning_fits_and_decodes(encoded, tmp_path):
+    target_bpp = 4.0
+    out = tmp_path / "target.bnr"
+    assert main(["encode", str(encoded["image"]), str(out), *NET, "--iterations", "60", "--threads", "1", "--quiet",
+                 "--target-bpp", str(target_bpp), "--qat-steps", "20"]) == 0
+    assert out.stat().st_size * 8 / (HEIGHT * WIDTH) <= target_bpp
+    assert decode_cli(out, tmp_path / "target.png") == 0
+
+
+def test_quantization_aware_fine_tuning_improves_a_coarsely_quantized_network(encoded):
+    saved = torch.load(encoded["run"] / "network.pt")
+    net = build_network("bn+pe", 2, 3, 3, 16)
+    net.load_state_dict(saved["network"])
+    target = iio.imread(encoded["image"]).astype(np.float32) / 255.0
+    folded = fold_normalization(net)
+    plain = encode_network(folded, target, bits=4)
+    fine_tune_quantized(folded, ImageTask(target), bits=4, steps=60, seed=0)
+    tuned = encode_network(folded, target, bits=4)
+    # At 4 bits the grid costs decibels; fine-tuning on it wins back a measurable part.
+    assert plain.psnr < plain.psnr_unquantized - 0.3
+    assert tuned.psnr > plain.psnr + 0.1, (plain.psnr, tuned.psnr)
+
+
+def test_a_grayscale_photo_round_trips_as_one_channel(tmp_path):
+    gray = resize(data.camera(), (24, 32), anti_aliasing=True)
+    image = tmp_path / "gray.png"
+    iio.imwrite(image, np.round(gray * 255).astype(np.uint8))
+    coded, out = tmp_path / "gray.bnr", tmp_path / "gray_decoded.png"
+    assert main(["encode", str(image), str(coded), *NET, "--iterations", "30", "--threads", "1", "--quiet"]) == 0
+    assert read_coded_image(coded).channels == 1
+    assert decode_cli(coded, out) == 0
+    assert iio.imread(out).shape == (24, 32)
+
+
+def test_an_output_in_a_missing_folder_is_refused_before_any_work(encoded, tmp_path, capsys):
+    missing = tmp_path / "no_such_folder"
+    assert main(["encode", str(encoded["image"]), str(missing / "x.bnr"), *NET, "--iterations", "100000",
+                 "--threads", "1", "--quiet"]) == 2
+    assert decode_cli(encoded["file"], missing / "x.png") == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all("no such folder" in line for line in errors), errors
