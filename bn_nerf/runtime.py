@@ -39,6 +39,17 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
+def cpu_model() -> str:
+    """The CPU's model name, as every recorded figure names its machine ("unknown CPU" off Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse; True if it took effect (glibc only)."""
     if not sys.platform.startswith("linux"):

@@ -23,6 +23,7 @@ import torch
 
 from bn_nerf.io.errors import InputError
 from bn_nerf.networks import PRESETS, build_network
+from bn_nerf.runtime import cpu_model
 
 DEFAULT_PANELS = "relu/bn,pe:1/bn+pe:1,pe:5/bn+pe:5"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -152,13 +153,7 @@ def _peak_memory_mb() -> float:
 
 
 def _machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {torch.get_num_threads()} torch threads"
-    except OSError:
-        pass
-    return f"unknown CPU, {torch.get_num_threads()} torch threads"
+    return f"{cpu_model()}, {torch.get_num_threads()} torch threads"
 
 
 def _write_json(path: Path, payload: dict) -> None:

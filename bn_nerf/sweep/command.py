@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from bn_nerf.io.errors import InputError
+from bn_nerf.runtime import cpu_model
 from bn_nerf.sweep.cells import ERROR_FILE, Cell, plan_cells
 from bn_nerf.sweep.config import load_config, smoke_config
 from bn_nerf.sweep.engine import DEFAULT_RETRIES, run_cells, start_ray
@@ -63,18 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
 
     gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "host": platform.node()}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpus": gpus, "host": platform.node()}
 
 
 def _load() -> str:
