@@ -22,6 +22,8 @@ from bn_nerf.codec.quantize import symbol_limit
 # Family codes as stored in the file: never renumber one, only add.
 LAPLACE, GAUSSIAN = 0, 1
 FAMILIES = (LAPLACE, GAUSSIAN)
+# The probability resolution of constriction's default ANS coder and its leaky quantized models.
+CODER_PROBABILITY_BITS = 24
 # A scale floor, in symbols: a constant tensor would otherwise fit a zero scale, which no model takes.
 MINIMUM_SCALE = 0.0625
 
@@ -94,7 +96,11 @@ def model_information_bits(tensors: list[np.ndarray], models: list[TensorModel],
         distribution = (scipy.stats.laplace(model.location, model.scale) if model.family == LAPLACE
                         else scipy.stats.norm(model.location, model.scale))
         masses = np.diff(distribution.cdf(edges))
-        probabilities = masses / masses.sum()
+        # constriction's leaky quantizer gives every symbol in range at least one unit of its
+        # 2^-24 probability resolution; without that floor a far-tail symbol would count as
+        # infinitely many bits here while the coder writes it in about 24.
+        probabilities = np.maximum(masses / masses.sum(), 2.0 ** -CODER_PROBABILITY_BITS)
+        probabilities /= probabilities.sum()
         total += float(-np.log2(probabilities[symbols + limit]).sum())
     return total
 
