@@ -24,7 +24,7 @@ from bn_nerf.codec.compress import encode_network
 from bn_nerf.codec.decode import read_coded_image, render
 from bn_nerf.codec.encode import fine_tune_quantized
 from bn_nerf.codec.format import FORMAT_VERSION, MAGIC
-from bn_nerf.codec.quantize import dequantize, quantization_step, quantize
+from bn_nerf.codec.quantize import dequantize, equalize_channel_ranges, quantization_step, quantize
 from bn_nerf.networks import build_network, fold_normalization
 from bn_nerf.tasks.image import ImageTask
 
@@ -55,11 +55,12 @@ def test_decoding_the_file_gives_the_folded_quantized_networks_own_render_bit_fo
     out = tmp_path / "decoded.png"
     assert decode_cli(encoded["file"], out) == 0
     decoded = iio.imread(out)
-    # The network the fit kept, folded and quantized here by hand at the file's bit depth.
+    # The network the fit kept, folded, range-equalized and quantized here by hand at the file's bit depth.
     saved = torch.load(encoded["run"] / "network.pt")
     net = build_network("bn+pe", 2, 3, 3, 16)
     net.load_state_dict(saved["network"])
     folded = fold_normalization(net)
+    equalize_channel_ranges(folded)
     bits = read_coded_image(encoded["file"]).bits
     with torch.no_grad():
         for parameter in folded.parameters():
@@ -188,3 +189,33 @@ def test_an_output_in_a_missing_folder_is_refused_before_any_work(encoded, tmp_p
     assert decode_cli(encoded["file"], missing / "x.png") == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all("no such folder" in line for line in errors), errors
+
+
+def _folded_bn_net_with_one_quiet_channel() -> torch.nn.Module:
+    """A BN 3x16 net whose BN statistics give one channel a tiny variance, so that folding makes one
+    input column of the next Linear far larger than the rest (what trained BN nets do)."""
+    torch.manual_seed(0)
+    net = build_network("bn", 2, 3, 3, 16)
+    with torch.no_grad():
+        for norm in net.norms:
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.running_var[3] = 1e-5
+    return fold_normalization(net.eval())
+
+
+def test_range_equalization_keeps_the_function_balances_columns_and_is_a_fixed_point():
+    folded = _folded_bn_net_with_one_quiet_channel()
+    coordinates = torch.rand(512, 2) * 2 - 1
+    before = folded(coordinates)
+
+    def column_spread(net) -> float:
+        return max(float(layer.weight.abs().amax(0).max() / layer.weight.abs().amax(0).min()) for layer in net.linears[1:])
+
+    spread_before = column_spread(folded)
+    equalize_channel_ranges(folded)
+    assert torch.allclose(folded(coordinates), before, rtol=1e-5, atol=1e-5)
+    assert column_spread(folded) < spread_before / 10
+    weights = [parameter.clone() for parameter in folded.parameters()]
+    equalize_channel_ranges(folded)
+    assert all(torch.equal(a, b) for a, b in zip(weights, folded.parameters()))
+

@@ -14,7 +14,7 @@ from torch import nn
 from bn_nerf.codec.decode import IN_DIM, decoder_network, network_of, render
 from bn_nerf.codec.entropy import LAPLACE, TensorModel, decode_tensors, encode_tensors, information_bits, model_information_bits
 from bn_nerf.codec.format import MAX_SIDE, CodedImage, header_size, pack
-from bn_nerf.codec.quantize import BIT_DEPTHS, quantization_step, quantize
+from bn_nerf.codec.quantize import BIT_DEPTHS, equalize_channel_ranges, quantization_step, quantize
 from bn_nerf.io.errors import InputError
 from bn_nerf.networks import NetworkConfig, build_from_config
 from bn_nerf.tasks.metrics import psnr_from_mse
@@ -56,12 +56,14 @@ def check_image_size(height: int, width: int, label: str) -> None:
 
 
 def coded_image(folded: nn.Module, channels: int, height: int, width: int, bits: int) -> CodedImage:
-    """`folded` (a BN-folded CoordinateMLP in eval mode) quantized at `bits` and entropy-coded."""
+    """`folded` (a BN-folded CoordinateMLP in eval mode), its channel ranges equalized, quantized at
+    `bits` and entropy-coded."""
     check_image_size(height, width, "coded image")
     config = decoder_config(folded.config)
     plain = build_from_config(config, IN_DIM, channels, folded.depth, folded.width)
     # Strict: the folded network must be exactly the plain network the decoder will build.
     plain.load_state_dict(folded.state_dict())
+    equalize_channel_ranges(plain)
     parameters = [parameter.detach().cpu() for parameter in plain.parameters()]
     steps = tuple(quantization_step(parameter, bits) for parameter in parameters)
     symbols = [quantize(parameter, step, bits) for parameter, step in zip(parameters, steps)]

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from bn_nerf.codec.compress import AUTO_BITS_PSNR_LOSS, check_image_size, decoder_config, encode_network, smallest_file_bytes
-from bn_nerf.codec.quantize import BIT_DEPTHS, fake_quantized, quantization_step
+from bn_nerf.codec.quantize import BIT_DEPTHS, equalize_channel_ranges, fake_quantized, quantization_step
 from bn_nerf.io.errors import InputError
 from bn_nerf.io.images import load_image, require_output_folder
 from bn_nerf.networks import fold_normalization, method_config
@@ -87,6 +87,8 @@ def fine_tune_quantized(folded: nn.Module, task: Task, bits: int, steps: int, se
     rule for full-batch fits; the starting point is a candidate, so a full-batch fine-tuning never
     ends worse than it began). Not a second training loop: no schedule, checkpoints or outputs,
     only the few hundred steps the quantized network needs to re-settle."""
+    # On the ranges it will be coded with (coding leaves an equalized network as it is).
+    equalize_channel_ranges(folded)
     owners = [(module, name) for module in folded.modules() for name, _ in module.named_parameters(recurse=False)]
     # The trainer's rule: the lowest loss only where a step's loss is the whole objective.
     groups = [{"params": [parameter], "lr": QAT_STEP_FRACTION * quantization_step(parameter, bits)}
