@@ -14,6 +14,11 @@ Per point it also records the issue's targets: (1) the file's size against its e
 (the header plus each weight's information content under the file's entropy models) and (2) the
 decode time on one thread (best of 3).
 
+`--from-runs DIR` codes the networks a `bn-inr image --methods ... --sizes ...` run already kept
+(DIR/.../<photo>/<method>_<size>/network.pt, rebuilt through bn_nerf.networks and BN-folded exactly
+as `bn-inr encode` folds its own fit) instead of fitting again: the same coding, the training paid
+once. Their iterations must equal --iterations, so one folder still holds one protocol.
+
 Resumable: every finished point is appended to OUT/points.csv at once, and a rerun skips the
 points already there, so a long run may be stopped and continued. OUT/summary.md and
 OUT/rate_distortion.png are rewritten from the whole CSV at the end of every run. One folder holds
@@ -25,7 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import platform
+import json
 import subprocess
 import sys
 import time
@@ -38,9 +43,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from bn_nerf.codec.compress import entropy_estimates, psnr_uint8
+from bn_nerf.codec.compress import encode_network, entropy_estimates, psnr_uint8
 from bn_nerf.codec.decode import decode_file, read_coded_image
+from bn_nerf.networks import build_network, fold_normalization
+from bn_nerf.runtime import cpu_model
 from bn_nerf.tasks.image import downscaled
+from bn_nerf.tasks.trainer import METRICS_FILE, NETWORK_FILE
 from bn_nerf.io.images import load_image
 
 METHODS = ("bn+pe", "pe", "bn", "relu", "siren")
@@ -66,17 +74,52 @@ def classical_point(pixels: np.ndarray, codec: str, quality: int) -> tuple[int, 
     return buffer.tell(), decoded.reshape(pixels.shape)
 
 
-def codec_point(photo: Path, method: str, size: str, args: argparse.Namespace, pixels: np.ndarray) -> dict:
+def coded_file_path(out: Path, photo: Path, method: str, size: str) -> Path:
+    path = out / "files" / f"{photo.stem}_{method}_{size}.bnr"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def encoded_by_command(photo: Path, method: str, size: str, args: argparse.Namespace) -> tuple[Path, float]:
+    """`bn-inr encode` fits and codes the photo: (the file, seconds it took)."""
     depth, width = size.lower().split("x")
-    coded_path = args.out / "files" / f"{photo.stem}_{method}_{size}.bnr"
-    coded_path.parent.mkdir(parents=True, exist_ok=True)
+    coded_path = coded_file_path(args.out, photo, method, size)
     command = [sys.executable, "-m", "bn_nerf.cli", "encode", str(photo), str(coded_path), "--method", method,
                "--depth", depth, "--width", width, "--iterations", str(args.iterations), "--downscale",
                str(args.downscale), "--threads", str(args.threads), "--qat-steps", str(args.qat_steps), "--quiet",
                *(["--bits", str(args.bits)] if args.bits else [])]
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    encode_seconds = time.perf_counter() - started
+    return coded_path, time.perf_counter() - started
+
+
+def kept_run_folder(runs: Path, photo: Path, method: str, size: str) -> Path | None:
+    """The folder `bn-inr image` wrote for this photo, method and size under `runs`, if any."""
+    matches = [path.parent for path in runs.rglob(f"{method}_{size}/{NETWORK_FILE}") if path.parent.parent.name == photo.stem]
+    if len(matches) > 1:
+        sys.exit(f"{runs}: {len(matches)} runs of {photo.stem} {method} {size}; keep one")
+    return matches[0] if matches else None
+
+
+def encoded_from_run(run: Path, photo: Path, method: str, size: str, args: argparse.Namespace,
+                     pixels: np.ndarray) -> tuple[Path, float]:
+    """Code the network a `bn-inr image` run kept: (the file, training plus coding seconds)."""
+    metrics = json.loads((run / METRICS_FILE).read_text())
+    if metrics["iterations"] != args.iterations:
+        sys.exit(f"{run}: trained {metrics['iterations']} iterations, not --iterations {args.iterations}")
+    state = torch.load(run / NETWORK_FILE, map_location="cpu")
+    spec = state["spec"]
+    net = build_network(spec["method"], 2, pixels.shape[-1], spec["depth"], spec["width"], **spec["overrides"])
+    net.load_state_dict(state["network"])
+    started = time.perf_counter()
+    encoded = encode_network(fold_normalization(net.eval()), pixels / 255.0, bits=args.bits)
+    coded_path = coded_file_path(args.out, photo, method, size)
+    coded_path.write_bytes(encoded.data)
+    return coded_path, metrics["seconds"] + time.perf_counter() - started
+
+
+def codec_point(coded_path: Path, encode_seconds: float, args: argparse.Namespace, pixels: np.ndarray) -> dict:
+    """The measured figures of one .bnr file against the photo's pixels."""
     decode_times = []
     for _ in range(3):
         started = time.perf_counter()
@@ -85,7 +128,7 @@ def codec_point(photo: Path, method: str, size: str, args: argparse.Namespace, p
     file_bytes = coded_path.stat().st_size
     coded = read_coded_image(coded_path)
     estimates = entropy_estimates(coded, file_bytes - len(coded.payload))
-    return {"codec": f"bnr:{method}", "setting": size, "bytes": file_bytes,
+    return {"bytes": file_bytes,
             "psnr": psnr_uint8(decoded, pixels / 255.0), "bits": coded.bits,
             "header_bytes": file_bytes - len(coded.payload), **estimates,
             "size_over_estimate": file_bytes / estimates["entropy_estimate_bytes"],
@@ -173,7 +216,11 @@ def main() -> int:
     parser.add_argument("--bits", type=int,
                         help="quantization bits of every encode (default: `bn-inr encode`'s automatic choice)")
     parser.add_argument("--threads", type=int, default=1, help="threads of each encode (decode runs on one)")
+    parser.add_argument("--from-runs", type=Path, metavar="DIR",
+                        help="code the networks `bn-inr image` kept under DIR instead of fitting again")
     args = parser.parse_args()
+    if args.from_runs and args.qat_steps:
+        parser.error("--qat-steps fine-tunes during `bn-inr encode`; it does not apply to --from-runs")
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path = args.out / "points.csv"
     points = read_points(csv_path)
@@ -216,10 +263,18 @@ def main() -> int:
                 for method in args.methods:
                     if (photo.stem, f"bnr:{method}", size) in done:
                         continue
-                    point = codec_point(photo, method, size, args, pixels)
-                    record({**common, **point, "bpp": point["bytes"] * 8 / pixel_count})
+                    if args.from_runs:
+                        run = kept_run_folder(args.from_runs, photo, method, size)
+                        if run is None:
+                            continue  # not trained (yet): a rerun codes it once it is
+                        coded_path, encode_seconds = encoded_from_run(run, photo, method, size, args, pixels)
+                    else:
+                        coded_path, encode_seconds = encoded_by_command(photo, method, size, args)
+                    point = codec_point(coded_path, encode_seconds, args, pixels)
+                    record({**common, "codec": f"bnr:{method}", "setting": size, **point,
+                            "bpp": point["bytes"] * 8 / pixel_count})
     write_reports(points, args.out, f"{len(args.photos)} photo(s), downscale {args.downscale}, "
-                                    f"{args.iterations} iterations, {platform.processor() or platform.machine()}")
+                                    f"{args.iterations} iterations, {cpu_model()}")
     print(f"{len(points)} points -> {csv_path}, {args.out / 'summary.md'}, {args.out / 'rate_distortion.png'}")
     return 0
 
