@@ -48,7 +48,8 @@ from bn_nerf.tasks.trainer import METRICS_FILE
 
 # H200: FP32 (non-tensor-core) peak 67 TFLOP/s; products of K <= 256 reach about a third of it.
 FLOP_RATE = 22e12
-# H200: 4.8 TB/s HBM3e peak, 4.3 TB/s measured for a large copy here; elementwise kernels on
+# H200: 4.8 TB/s HBM3e peak; a device-to-device copy through PyTorch reached 4.3 TB/s on the H200s
+# lent to this project (2026-10-28 and 11-04, reads plus writes); elementwise kernels on
 # activation-sized tensors reach less.
 BANDWIDTH = 3e12
 # PyTorch eager: Python dispatch plus a CUDA launch per operation.
