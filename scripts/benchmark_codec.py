@@ -155,17 +155,34 @@ def mean_curves(points: list[dict]) -> dict[str, list[tuple[float, float]]]:
 
 def classical_psnr_at(points: list[dict], photo: str, codec: str, bpp: float) -> float:
     """The classical codec's PSNR on `photo` interpolated at `bpp` (NaN outside its swept range)."""
-    sweep = sorted((float(p["bpp"]), float(p["psnr"])) for p in points if p["photo"] == photo and p["codec"] == codec)
+    sweep = classical_sweep(points, photo, codec)
     rates = [rate for rate, _ in sweep]
     if not sweep or not rates[0] <= bpp <= rates[-1]:
         return float("nan")
     return float(np.interp(bpp, rates, [psnr for _, psnr in sweep]))
 
 
-def _mean_of_finite(values: list[float]) -> float:
-    """The mean of the values a classical sweep reached (NaN where none did)."""
-    finite = [value for value in values if np.isfinite(value)]
-    return float(np.mean(finite)) if finite else float("nan")
+def classical_sweep(points: list[dict], photo: str, codec: str) -> list[tuple[float, float]]:
+    return sorted((float(p["bpp"]), float(p["psnr"])) for p in points if p["photo"] == photo and p["codec"] == codec)
+
+
+def ahead_of_classical(points: list[dict], point: dict, codec: str) -> bool | None:
+    """Whether our file beats the classical codec at equal or fewer bytes on its photo: higher PSNR
+    than the codec's interpolated at our rate; or, below the codec's lowest rate (JPEG cannot make a
+    file as small as a 5x20 net's at quality 1), higher PSNR than its smallest file, which is larger.
+    None where the sweep cannot say (ours below its range and worse than its smallest file, or above
+    its range)."""
+    bpp, psnr = float(point["bpp"]), float(point["psnr"])
+    sweep = classical_sweep(points, point["photo"], codec)
+    if not sweep:
+        return None
+    at_our_rate = classical_psnr_at(points, point["photo"], codec, bpp)
+    if np.isfinite(at_our_rate):
+        return psnr > at_our_rate
+    smallest_bpp, smallest_psnr = sweep[0]
+    if bpp < smallest_bpp:
+        return True if psnr > smallest_psnr else None
+    return None
 
 
 def write_reports(points: list[dict], out: Path, title: str) -> None:
@@ -184,19 +201,25 @@ def write_reports(points: list[dict], out: Path, title: str) -> None:
 
     ours = [p for p in points if p["codec"].startswith("bnr:")]
     lines = [f"# .bnr rate-distortion ({title})", "",
-             "Means over photos; the classical codecs' PSNR is interpolated on each photo at our file's bpp.", "",
-             "| codec | size | photos | bpp | PSNR | " + " | ".join(f"{c} PSNR" for c in CLASSICAL)
+             "Means over photos. \"vs X\": our PSNR minus X's, interpolated on each photo at our file's bpp "
+             "(mean over the photos X's sweep reaches, their count in brackets), then on how many photos our file "
+             "beats X at equal or fewer bytes (below X's lowest rate: beating X's smallest file, which is larger).", "",
+             "| codec | size | photos | bpp | PSNR | " + " | ".join(f"vs {c}" for c in CLASSICAL)
              + " | bits | file / estimate (max) | decode s (max) |",
              "|" + "---|" * (9 + len(CLASSICAL) - 1)]
     grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for point in ours:
         grouped[point["codec"], point["setting"]].append(point)
     for (codec, size), group in sorted(grouped.items()):
-        classical = [_mean_of_finite([classical_psnr_at(points, p["photo"], c, float(p["bpp"])) for p in group])
-                     for c in CLASSICAL]
+        comparisons = []
+        for classical in CLASSICAL:
+            gaps = [float(p["psnr"]) - classical_psnr_at(points, p["photo"], classical, float(p["bpp"])) for p in group]
+            reached = [gap for gap in gaps if np.isfinite(gap)]
+            verdicts = [ahead_of_classical(points, p, classical) for p in group]
+            gap = f"{np.mean(reached):+.2f} dB ({len(reached)})" if reached else "n/a (0)"
+            comparisons.append(f"{gap}, ahead {sum(v is True for v in verdicts)}/{len(group)}")
         lines.append(f"| {codec} | {size} | {len(group)} | {np.mean([float(p['bpp']) for p in group]):.3f} | "
-                     f"{np.mean([float(p['psnr']) for p in group]):.2f} | "
-                     + " | ".join(f"{value:.2f}" for value in classical)
+                     f"{np.mean([float(p['psnr']) for p in group]):.2f} | " + " | ".join(comparisons)
                      + f" | {'/'.join(sorted({p['bits'] for p in group}))} | "
                        f"{max(float(p['size_over_estimate']) for p in group):.4f} | "
                        f"{max(float(p['decode_seconds']) for p in group):.3f} |")
