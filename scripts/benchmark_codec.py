@@ -55,6 +55,18 @@ METHODS = ("bn+pe", "pe", "bn", "relu", "siren")
 CLASSICAL = ("jpeg", "webp", "avif")
 # Qualities dense at the low end, where the comparison with small networks happens.
 QUALITIES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
+# Published Kodak means (all 24 photos at full size, 768x512) that the plot carries over as cited
+# points, not measured here: on downscaled photos every codec's PSNR at a given bpp is lower, so
+# they place the field, they are not a comparison at equal inputs.
+CITED = {
+    # COIN (Dupont et al., 2021): github.com/EmilienDupont/coin, results.json at 5a8d310.
+    "COIN (published, full-size Kodak)": ((0.0368, 22.408), (0.07361, 23.205), (0.1604, 24.641),
+                                           (0.3074, 26.412), (0.6109, 28.408), (1.209, 30.644)),
+    # Cool-chic (Ladune et al., 2023): github.com/Orange-OpenSource/Cool-Chic,
+    # results/kodak/average_results.tsv at 22df0f4.
+    "Cool-chic (published, full-size Kodak)": ((0.0812, 25.318), (0.2651, 29.108), (0.9239, 35.702),
+                                               (1.7493, 40.736)),
+}
 COLUMNS = ("photo", "codec", "setting", "bytes", "bpp", "psnr", "bits", "bits_asked", "header_bytes",
            "entropy_estimate_bytes", "empirical_entropy_bytes", "size_over_estimate", "decode_seconds",
            "encode_seconds", "iterations", "qat_steps", "downscale")
@@ -191,6 +203,9 @@ def write_reports(points: list[dict], out: Path, title: str) -> None:
     for codec, curve in mean_curves(points).items():
         axes.plot(*zip(*curve), marker="o" if codec.startswith("bnr:") else ".",
                   linestyle="-" if codec.startswith("bnr:") else "--", label=codec)
+    for name, curve in CITED.items():
+        axes.plot(*zip(*curve), marker="x", linestyle=":", color="tab:olive" if name.startswith("COIN") else "black",
+                  label=name)
     axes.set_xlabel("bits per pixel (file bytes x 8 / pixels)")
     axes.set_ylabel("PSNR (dB), RGB in [0, 1]")
     axes.grid(True, alpha=0.3)
