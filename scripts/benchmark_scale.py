@@ -11,8 +11,9 @@ the paper's learning rate for the task and method, constant, the iterate with th
 loss kept -- and evaluates at log-spaced iterations (1, 2, 5 x 10^k and the last) what a run of that
 length would report: the kept iterate, BatchNorm statistics re-estimated, eval mode. Each point is
 appended to results/scale/<task>.csv as it is measured; a rerun skips the points already there and
-resumes an interrupted run from its checkpoint (outputs/scale/...). Runs without WIRE go first, WIRE
-(up to 10x slower per step on the CPU) last, so a stopped grid is missing WIRE points, not others.
+resumes an interrupted run from its checkpoint (outputs/scale/...). `--methods` runs a subset, e.g.
+every method but WIRE first (WIRE's complex layers are 10-20x slower per step on the CPU), so that a
+grid stopped early is missing WIRE points, not others.
 
 Inputs: CT, scikit-image's Shepp-Logan phantom resized to the side, 100 projections, 2x128 nets
 (the paper: 512^2 x-ray images, 20,000 iterations). Image: scikit-image's astronaut, centre-cropped
@@ -130,10 +131,7 @@ def run(args: argparse.Namespace) -> None:
     if not csv_path.is_file():
         csv_path.write_text(",".join(COLUMNS) + "\n")
     tasks = {}
-    # WIRE last: the slowest method by far on a CPU, and no CPU-table ordering in question is about it.
-    schedule = [(panel, method) for slow in (False, True) for panel in args.panels for method in PAPER_METHODS
-                if (method == "wire") == slow]
-    for panel, method in schedule:
+    for panel, method in [(panel, method) for panel in args.panels for method in args.methods]:
         overrides = rescaled_overrides(method, panel.size) if panel.rescaled else {}
         if panel.rescaled and not overrides:
             continue  # the same network as the unscaled run: its curve is that one
@@ -203,8 +201,10 @@ def plot(args: argparse.Namespace) -> None:
         figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), sharey=True, squeeze=False)
         for axis, (size, variant) in zip(axes[0], panels):
             for method, points in curves(rows, size, variant).items():
+                borrowed = points[0]["variant"] != variant
                 axis.plot([int(row["iteration"]) for row in points], [float(row["psnr"]) for row in points],
-                          marker="o", markersize=3, color=METHOD_COLOURS[method], label=method.upper())
+                          marker="o", markersize=3, color=METHOD_COLOURS[method], linestyle="--" if borrowed else "-",
+                          label=method.upper() + (" (no frequency: unchanged)" if borrowed else ""))
             reference = {row["reference_psnr"] for row in rows if int(row["size"]) == size and row["reference_psnr"]}
             if reference:
                 axis.axhline(float(reference.pop()), color="black", linestyle=":", label="FBP (classical)")
@@ -215,11 +215,16 @@ def plot(args: argparse.Namespace) -> None:
             axis.set_xlabel("iterations")
             axis.grid(True, which="both", alpha=0.3)
         axes[0][0].set_ylabel("PSNR, eval mode (dB)")
-        axes[0][-1].legend(fontsize=8, loc="lower right")
+        for axis in axes[0]:
+            axis.legend(fontsize=7, loc="lower right")
         setting = TASKS[task_name]
+        lengths = panel_lengths(rows)
+        command = " ".join(f"{size}{'-rescaled' if variant == 'rescaled' else ''}:{lengths[(size, variant)]}"
+                           for size, variant in panels)
         figure.suptitle(f"{task_name}: {setting['input']}, {setting['depth']}x{setting['width']}, seed 0, paper's "
-                        f"learning rates, best iterate kept -- scripts/benchmark_scale.py run {task_name} "
-                        f"(results/scale/README.md); {machine()}, 1 thread", fontsize=9)
+                        f"learning rates, best iterate kept, eval-mode PSNR\n"
+                        f"scripts/benchmark_scale.py run {task_name} --panels {command}; {machine()}, 1 thread",
+                        fontsize=9)
         figure.tight_layout()
         figure.savefig(RESULTS / f"{task_name}.png", dpi=120)
         plt.close(figure)
@@ -227,11 +232,19 @@ def plot(args: argparse.Namespace) -> None:
         print(final_table(rows, task_name))
 
 
+def panel_lengths(rows: list[dict]) -> dict[tuple[int, str], int]:
+    """(size, variant) -> the panel's iteration count: its last evaluation point of any method."""
+    lengths = {}
+    for row in rows:
+        panel = (int(row["size"]), row["variant"])
+        lengths[panel] = max(lengths.get(panel, 0), int(row["iteration"]))
+    return lengths
+
+
 def final_table(rows: list[dict], task_name: str) -> str:
     """Markdown: each method's PSNR at its last measured iteration, per panel (iteration if short)."""
     panels = panels_of(rows)
-    lengths = {panel: max(int(row["iteration"]) for row in rows if (int(row["size"]), row["variant"]) == panel)
-               for panel in panels}
+    lengths = panel_lengths(rows)
     header = " | ".join(f"{size}² {variant} ({lengths[(size, variant)]:,} it)" for size, variant in panels)
     lines = [f"| {task_name} | {header} |", "|---" * (len(panels) + 1) + "|"]
     tables = {panel: curves(rows, *panel) for panel in panels}
@@ -256,6 +269,7 @@ def main() -> None:
     run_parser.add_argument("task", choices=list(TASKS))
     run_parser.add_argument("--panels", nargs="+", type=parse_panel, required=True,
                             metavar="SIDE[-rescaled]:ITERATIONS")
+    run_parser.add_argument("--methods", nargs="+", choices=PAPER_METHODS, default=list(PAPER_METHODS))
     run_parser.add_argument("--threads", type=int, default=1)
     run_parser.add_argument("--checkpoint-every", type=int, default=500)
     plot_parser = commands.add_parser("plot")
