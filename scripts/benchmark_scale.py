@@ -216,7 +216,7 @@ def plot(args: argparse.Namespace) -> None:
             axis.grid(True, which="both", alpha=0.3)
         axes[0][0].set_ylabel("PSNR, eval mode (dB)")
         for axis in axes[0]:
-            axis.legend(fontsize=7, loc="lower right")
+            axis.legend(fontsize=7, loc="upper left")
         setting = TASKS[task_name]
         lengths = panel_lengths(rows)
         command = " ".join(f"{size}{'-rescaled' if variant == 'rescaled' else ''}:{lengths[(size, variant)]}"
