@@ -230,6 +230,8 @@ def plot(args: argparse.Namespace) -> None:
         plt.close(figure)
         print(f"-> {RESULTS / f'{task_name}.png'}")
         print(final_table(rows, task_name))
+        for iteration in args.at:
+            print(f"\nat {iteration:,} iterations:\n" + final_table(rows, task_name, iteration))
 
 
 def panel_lengths(rows: list[dict]) -> dict[tuple[int, str], int]:
@@ -241,10 +243,14 @@ def panel_lengths(rows: list[dict]) -> dict[tuple[int, str], int]:
     return lengths
 
 
-def final_table(rows: list[dict], task_name: str) -> str:
-    """Markdown: each method's PSNR at its last measured iteration, per panel (iteration if short)."""
-    panels = panels_of(rows)
+def final_table(rows: list[dict], task_name: str, at: int | None = None) -> str:
+    """Markdown: each method's PSNR at its last measured iteration, per panel (iteration if short),
+    or, with `at`, at that iteration (panels and runs that never reached it left out)."""
     lengths = panel_lengths(rows)
+    if at is not None:
+        rows = [row for row in rows if int(row["iteration"]) <= at]
+        lengths = {panel: at for panel, length in lengths.items() if length >= at}
+    panels = [panel for panel in panels_of(rows) if panel in lengths]
     header = " | ".join(f"{size}² {variant} ({lengths[(size, variant)]:,} it)" for size, variant in panels)
     lines = [f"| {task_name} | {header} |", "|---" * (len(panels) + 1) + "|"]
     tables = {panel: curves(rows, *panel) for panel in panels}
@@ -252,7 +258,7 @@ def final_table(rows: list[dict], task_name: str) -> str:
         cells = []
         for panel in panels:
             points = tables[panel].get(method)
-            if not points:
+            if not points or (at is not None and int(points[-1]["iteration"]) != at):
                 cells.append("–")
                 continue
             last = points[-1]
@@ -274,6 +280,8 @@ def main() -> None:
     run_parser.add_argument("--checkpoint-every", type=int, default=500)
     plot_parser = commands.add_parser("plot")
     plot_parser.add_argument("tasks", nargs="+", choices=list(TASKS))
+    plot_parser.add_argument("--at", nargs="+", type=int, default=[], metavar="ITERATION",
+                             help="also print each panel's PSNR at these iterations (comparisons at equal budgets)")
     args = parser.parse_args()
     {"run": run, "plot": plot}[args.command](args)
 
