@@ -2,9 +2,11 @@
 iterations for the paper's seven methods, one run per curve, at two input sizes and at the small
 size with every frequency hyperparameter rescaled to the paper's ratio to the pixel pitch.
 
-    .venv/bin/python scripts/benchmark_scale.py run ct --panels 64:10000 64-rescaled:10000 256:1000
-    .venv/bin/python scripts/benchmark_scale.py run image --panels 64:10000 64-rescaled:10000 256:1000
-    .venv/bin/python scripts/benchmark_scale.py plot ct image
+    .venv/bin/python scripts/benchmark_scale.py run ct --panels 64:5000 64-rescaled:5000 256:500
+    .venv/bin/python scripts/benchmark_scale.py run image --panels 64:5000 64-rescaled:5000 256:500
+    .venv/bin/python scripts/benchmark_scale.py plot ct image --at 500
+
+(results/scale/README.md has the grid as it was run, WIRE last, and what it measured.)
 
 `run` trains each (panel, method) once with `fit` -- the protocol `bn-inr` applies to every method:
 the paper's learning rate for the task and method, constant, the iterate with the lowest training
