@@ -197,6 +197,17 @@ def test_the_same_seed_gives_the_same_network_and_training_and_another_seed_does
     assert not torch.equal(first.head.weight, other.head.weight)
 
 
+@pytest.mark.parametrize("method", ["siren", "wire", "mfn", "pe"])
+def test_coordinate_scale_is_the_same_network_seeing_scaled_coordinates(method):
+    inputs = torch.rand(50, 2) * 2 - 1
+    torch.manual_seed(0)
+    scaled = build_network(method, 2, 3, 2, 16, coordinate_scale=0.125)
+    torch.manual_seed(0)
+    plain = build_network(method, 2, 3, 2, 16)
+    with torch.no_grad():
+        assert torch.allclose(scaled(inputs), plain(inputs * 0.125), atol=1e-6)
+
+
 def graph_nodes(output: torch.Tensor) -> set[str]:
     """Names of every autograd node that produced `output`."""
     seen, names, stack = set(), set(), [output.grad_fn]

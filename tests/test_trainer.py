@@ -50,6 +50,23 @@ def test_a_sampled_batch_run_keeps_its_last_iterate(tmp_path):
     assert metrics["kept"] == "last" and metrics["kept_iteration"] == 20 and "kept_training_loss" not in metrics
 
 
+def test_a_curve_point_is_what_a_run_of_that_length_reports_and_leaves_training_alone(tmp_path):
+    # BN+PE at the paper's 1e-2: the kept iterate is not always the last and BN is re-estimated.
+    task, spec = ImageTask(small_photo()), RunSpec("bn+pe", 2, 16)
+    settings = dict(learning_rate=1e-2, checkpoint_every=0, show_progress=False)
+    reported = []
+    long, _ = fit(task, spec, TrainConfig(40, evaluate_at=(15, 40), **settings), tmp_path / "long",
+                  on_curve_point=reported.append)
+    short, _ = fit(task, spec, TrainConfig(15, **settings), tmp_path / "short")
+    plain, _ = fit(task, spec, TrainConfig(40, **settings), tmp_path / "plain")
+    assert reported == long["curve"] and [point["iteration"] for point in reported] == [15, 40]
+    for point, run in zip(reported, (short, long)):
+        assert point["psnr"] == pytest.approx(run["psnr"], abs=1e-4)
+        assert point["psnr_train_mode"] == pytest.approx(run["psnr_train_mode"], abs=1e-4)
+        assert point["kept_iteration"] == run["kept_iteration"]
+    assert long["psnr"] == pytest.approx(plain["psnr"], abs=1e-4)
+
+
 @pytest.mark.parametrize("task_name", ["image", "occupancy"])
 def test_the_learning_rate_is_the_papers_initial_one_unless_the_paper_states_a_minimum(tmp_path, task_name):
     if task_name == "image":

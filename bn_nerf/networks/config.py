@@ -36,6 +36,12 @@ class NetworkConfig:
     fourier_features: int = 256
     fourier_scale: float = 10.0
     encoding_seed: int = 0
+    # Multiplies the input coordinates before anything else sees them (the encoding, SIREN's and
+    # WIRE's first layer, MFN's filters), so it scales every frequency the network applies to its
+    # input -- SIREN's first-layer omega0, WIRE's first-layer omega and s -- while hidden layers keep
+    # theirs (there omega0 is a gain on features, not a frequency of the coordinates). 64/512 puts a
+    # 64-pixel input at the pixel pitch the paper's frequencies were chosen for at 512 pixels.
+    coordinate_scale: float = 1.0
     sine_omega0: float = 30.0
     wire_omega: float = 20.0
     wire_scale: float = 10.0
@@ -71,6 +77,8 @@ class NetworkConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} '{getattr(self, name)}'; choose from {', '.join(allowed)}")
+        if not self.coordinate_scale > 0:
+            raise ValueError(f"coordinate_scale must be > 0, got {self.coordinate_scale}")
         if self.activation == "gabor" and self.norm != "none":
             raise ValueError("normalization is not defined for WIRE's complex-valued Gabor activations")
         if self.architecture == "mfn" and (self.norm != "none" or self.encoding != "none"):

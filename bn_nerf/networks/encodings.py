@@ -63,3 +63,16 @@ class IdentityEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+class ScaledCoordinates(nn.Module):
+    """`encoding` applied to the coordinates times `scale` (NetworkConfig.coordinate_scale)."""
+
+    def __init__(self, encoding: nn.Module, scale: float):
+        super().__init__()
+        self.encoding = encoding
+        self.scale = scale
+        self.out_dim = encoding.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoding(x * self.scale)

@@ -60,7 +60,7 @@ class MultiplicativeFilterNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         leading = x.shape[:-1]
-        x = x.reshape(-1, x.shape[-1])
+        x = x.reshape(-1, x.shape[-1]) * self.config.coordinate_scale
         z = self.filters[0](x)
         for linear, filter_bank in zip(self.linears, self.filters[1:]):
             z = linear(z) * filter_bank(x)

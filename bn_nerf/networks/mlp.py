@@ -11,17 +11,20 @@ import torch
 from torch import nn
 
 from bn_nerf.networks.config import NetworkConfig
-from bn_nerf.networks.encodings import GaussianFourierFeatures, IdentityEncoding, PositionalEncoding
+from bn_nerf.networks.encodings import GaussianFourierFeatures, IdentityEncoding, PositionalEncoding, ScaledCoordinates
 from bn_nerf.networks.fused import batchnorm_then_linear, fusable, linear as fused_linear, linear_then_batchnorm
 from bn_nerf.networks.norms import make_norm
 
 
 def build_encoding(config: NetworkConfig, in_dim: int) -> nn.Module:
     if config.encoding == "pe":
-        return PositionalEncoding(in_dim, config.pe_octaves)
-    if config.encoding == "gauss":
-        return GaussianFourierFeatures(in_dim, config.fourier_features, config.fourier_scale, config.encoding_seed)
-    return IdentityEncoding(in_dim)
+        encoding = PositionalEncoding(in_dim, config.pe_octaves)
+    elif config.encoding == "gauss":
+        encoding = GaussianFourierFeatures(in_dim, config.fourier_features, config.fourier_scale, config.encoding_seed)
+    else:
+        encoding = IdentityEncoding(in_dim)
+    # Unscaled nets keep the bare encoding: their module tree and saved state stay as before.
+    return encoding if config.coordinate_scale == 1.0 else ScaledCoordinates(encoding, config.coordinate_scale)
 
 
 class Sine(nn.Module):

@@ -57,6 +57,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: PaperDefaults) 
     group.add_argument("--norm-placement", choices=["after", "before"],
                        help="normalization after the activation (paper text, default) or before it (authors' code)")
     group.add_argument("--pe-octaves", type=int, help="positional-encoding octaves (default 10)")
+    group.add_argument("--eval-at", type=int, nargs="+", metavar="ITERATION",
+                       help="also evaluate (eval mode, the iterate a run of that length keeps) after these "
+                            "iterations: a curve in metrics.json, e.g. --eval-at 100 1000 10000")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     group.add_argument("--checkpoint-every", type=int, default=1000, help="iterations between checkpoints")
@@ -81,6 +84,12 @@ def _config_values(path: Path | None) -> dict:
     return values
 
 
+def paper_learning_rate(method: str, defaults: PaperDefaults) -> float:
+    """The task's paper learning rate for `method`: the normalized nets' own where the paper gives one."""
+    normalized = PRESETS[method].norm != "none"
+    return defaults.normalized_learning_rate if normalized and defaults.normalized_learning_rate else defaults.learning_rate
+
+
 def resolve_run(args: argparse.Namespace, defaults: PaperDefaults) -> tuple[RunSpec, TrainConfig]:
     """The run the user asked for, from flags, config file and paper defaults."""
     config = _config_values(args.config)
@@ -98,14 +107,14 @@ def resolve_run(args: argparse.Namespace, defaults: PaperDefaults) -> tuple[RunS
     if pick("pe_octaves", None) is not None:
         overrides["pe_octaves"] = pick("pe_octaves", None)
     spec = RunSpec(method, int(pick("depth", defaults.depth)), int(pick("width", defaults.width)), overrides)
-    normalized = PRESETS[method].norm != "none"
-    paper_lr = defaults.normalized_learning_rate if normalized and defaults.normalized_learning_rate else defaults.learning_rate
+    paper_lr = paper_learning_rate(method, defaults)
     train = TrainConfig(
         iterations=int(pick("iterations", defaults.iterations)),
         learning_rate=float(pick("lr", paper_lr)),
         final_learning_rate=pick("lr_final", defaults.final_learning_rate),
         keep=pick("keep", "best"),
         seed=args.seed,
+        evaluate_at=tuple(sorted(set(args.eval_at or ()))),
         checkpoint_every=args.checkpoint_every,
         device=args.device,
         show_progress=not args.quiet,

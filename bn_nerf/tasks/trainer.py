@@ -11,6 +11,7 @@ sampled mini-batches, where a step's loss is only an estimate, it keeps the last
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -18,6 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -60,6 +62,10 @@ class TrainConfig:
     # Iterations between checkpoints; 0 writes only the final one.
     checkpoint_every: int = 1000
     progress_every: int = 25
+    # Iterations after which to also evaluate the iterate a run of that length would keep, as the
+    # final evaluation does (eval mode, BN re-estimated): a quality-against-iterations curve from one
+    # run, in metrics.json's "curve", instead of one run per point.
+    evaluate_at: tuple[int, ...] = ()
     device: str = "auto"
     show_progress: bool = True
 
@@ -84,6 +90,8 @@ def validate_run(spec: RunSpec, train: TrainConfig) -> None:
         raise InputError(f"learning rate must be > 0, got {train.learning_rate}")
     if not train.end_learning_rate > 0:
         raise InputError(f"final learning rate must be > 0, got {train.end_learning_rate}")
+    if any(not 0 < point <= train.iterations for point in train.evaluate_at):
+        raise InputError(f"evaluation points must lie in 1..{train.iterations}, got {list(train.evaluate_at)}")
     if train.keep not in KEEP_CHOICES:
         raise InputError(f"unknown iterate to keep '{train.keep}'; choose from {', '.join(KEEP_CHOICES)}")
     try:
@@ -143,10 +151,43 @@ class BestIterate:
         self.parameters, self.loss, self.iteration = state["parameters"], state["loss"], state["iteration"]
 
 
+def _evaluate(task: Task, net: nn.Module) -> tuple[float, torch.Tensor, dict]:
+    """(train-mode primary metric, eval-mode reconstruction, eval-mode metrics) of `net`'s current
+    weights; leaves `net` in eval mode with its BatchNorm statistics re-estimated."""
+    with torch.no_grad():
+        # The figure the authors' code reports: BN normalizing with the batch's own statistics.
+        net.train()
+        train_mode = task.metrics(task.reconstruct(net))[task.primary_metric]
+        # Then the deployable network: running statistics re-estimated with the final weights.
+        reestimate_batchnorm(net, lambda: task.calibrate(net))
+        net.eval()
+        reconstruction = task.reconstruct(net)
+        return train_mode, reconstruction, task.metrics(reconstruction)
+
+
+def _curve_point(task: Task, net: nn.Module, best: BestIterate | None, done: int, seconds: float) -> dict:
+    """The evaluation a run stopped after `done` iterations would report, from copies: training
+    goes on with `net` and `best` untouched (and, without a random batch drawn, the same RNG)."""
+    probe = copy.deepcopy(net)
+    kept_iteration = done
+    if best is not None:
+        candidate = copy.deepcopy(best)
+        with torch.no_grad():
+            candidate.offer(probe, task.training_loss(probe, None), done)
+        candidate.restore(probe)
+        kept_iteration = int(candidate.iteration)
+    train_mode, _, quality = _evaluate(task, probe)
+    return {"iteration": done, "kept_iteration": kept_iteration, "seconds": round(seconds, 3),
+            **quality, f"{task.primary_metric}_train_mode": train_mode}
+
+
 def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bool = False,
-        threads: ThreadChoice | None = None) -> tuple[dict, nn.Module]:
+        threads: ThreadChoice | None = None,
+        on_curve_point: Callable[[dict], None] | None = None) -> tuple[dict, nn.Module]:
     """Train `spec`'s network on `task` and write the run's outputs into `out_dir`. `threads`, how the
     process's thread count was chosen, goes into metrics.json; without it, the count alone.
+    Each point of `train.evaluate_at` is also passed to `on_curve_point` as it is measured (a
+    resumed run measures again the points after its checkpoint).
 
     `metrics.json` is written last, atomically, so a folder holding one is a finished run; any
     older one is removed first. Returns (metrics, network in eval mode).
@@ -168,6 +209,8 @@ def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bo
     identity = _checkpoint_identity(spec, train)
     checkpoint_path = out_dir / CHECKPOINT_FILE
     start, elapsed = 0, 0.0
+    curve: list[dict] = []
+    evaluate_at = set(train.evaluate_at)
     if resume:
         if not checkpoint_path.is_file():
             raise InputError(f"--resume: no checkpoint at {checkpoint_path}")
@@ -182,11 +225,12 @@ def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bo
         if best is not None:
             best.load_state_dict(state["best"])
         start, elapsed = state["step"], state["seconds"]
+        curve = state.get("curve", [])  # checkpoints written before curves existed have none
 
     def save_checkpoint(step: int) -> None:
         state = {"identity": identity, "step": step, "seconds": elapsed, "network": net.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
+                 "torch_rng": torch.get_rng_state(), "generator": generator.get_state(), "curve": curve,
                  **({"best": best.state_dict()} if best is not None else {})}
         _write_atomically(checkpoint_path, lambda path: torch.save(state, path))
 
@@ -212,6 +256,13 @@ def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bo
                     raise RuntimeError(f"training diverged at iteration {done} (loss {value}); try a lower learning rate")
                 figures = {"loss": value, **task.progress(value)}
                 progress.update(bar, completed=done, status="  ".join(f"{k} {v:.4g}" for k, v in figures.items()))
+            if done in evaluate_at:
+                # Training seconds only: the evaluation is not part of a run of `done` iterations.
+                elapsed += time.perf_counter() - started
+                curve.append(_curve_point(task, net, best, done, elapsed))
+                if on_curve_point is not None:
+                    on_curve_point(curve[-1])
+                started = time.perf_counter()
             if train.checkpoint_every and done % train.checkpoint_every == 0 and done < train.iterations:
                 elapsed += time.perf_counter() - started
                 started = time.perf_counter()
@@ -227,15 +278,7 @@ def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bo
         best.restore(net)
         kept = {"kept": "best", "kept_iteration": int(best.iteration), "kept_training_loss": float(best.loss)}
 
-    with torch.no_grad():
-        # The figure the authors' code reports: BN normalizing with the batch's own statistics.
-        net.train()
-        train_mode = task.metrics(task.reconstruct(net))[task.primary_metric]
-        # Then the deployable network: running statistics re-estimated with the final weights.
-        reestimate_batchnorm(net, lambda: task.calibrate(net))
-        net.eval()
-        reconstruction = task.reconstruct(net)
-        quality = task.metrics(reconstruction)
+    train_mode, reconstruction, quality = _evaluate(task, net)
 
     metrics = {
         "task": task.name, "method": spec.method, "depth": spec.depth, "width": spec.width,
@@ -249,6 +292,7 @@ def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bo
         # Speed depends on the count: a slow run is explained by it (and by the probe's trials).
         **(threads.metrics() if threads is not None else {"threads": torch.get_num_threads()}),
         **quality, f"{task.primary_metric}_train_mode": train_mode,
+        **({"curve": curve} if train.evaluate_at else {}),
     }
     metrics.update(task.extra_metrics(net))
     task.write_outputs(reconstruction, out_dir)
