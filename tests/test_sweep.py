@@ -236,7 +236,7 @@ def test_a_killed_ray_worker_is_retried_and_its_cell_resumes(tmp_path, ray_insta
     assert read(cell.folder)["resumed_from_iteration"] >= 20
 
 
-def test_the_gpu_window_runs_as_a_smoke_on_the_local_engine_on_a_machine_without_ray(tmp_path):
+def test_the_gpu_window_runs_as_a_smoke_on_the_local_engine_on_a_machine_without_ray(tmp_path, monkeypatch):
     # The GPU window's config as a lent GPU box reads it: from the working tree's root, the Kodak
     # photo under data/kodak/ (here a 768x512 stand-in), no Ray importable in the sweep or its workers.
     kodak = tmp_path / "data" / "kodak"
@@ -258,6 +258,9 @@ def test_the_gpu_window_runs_as_a_smoke_on_the_local_engine_on_a_machine_without
     assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-2000:]
     assert seconds <= 60, f"the smoke took {seconds:.0f} s"
 
+    # The config names its photo relative to the working tree's root, as the sweep above read it
+    # (and never this checkout's own data/, which a fresh clone does not have).
+    monkeypatch.chdir(tmp_path)
     window = load_config(config)
     cells = plan_cells(smoke_config(window), tmp_path / "window")
     assert all(cell.finished for cell in cells)
