@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from bn_nerf.codec.compress import encode_network, entropy_estimates, psnr_uint8
-from bn_nerf.codec.decode import decode_file, read_coded_image
+from bn_nerf.codec.decode import IN_DIM, decode_file, read_coded_image
 from bn_nerf.networks import build_network, fold_normalization
 from bn_nerf.runtime import cpu_model
 from bn_nerf.tasks.image import downscaled
@@ -121,7 +121,7 @@ def encoded_from_run(run: Path, photo: Path, method: str, size: str, args: argpa
         sys.exit(f"{run}: trained {metrics['iterations']} iterations, not --iterations {args.iterations}")
     state = torch.load(run / NETWORK_FILE, map_location="cpu")
     spec = state["spec"]
-    net = build_network(spec["method"], 2, pixels.shape[-1], spec["depth"], spec["width"], **spec["overrides"])
+    net = build_network(spec["method"], IN_DIM, pixels.shape[-1], spec["depth"], spec["width"], **spec["overrides"])
     net.load_state_dict(state["network"])
     started = time.perf_counter()
     encoded = encode_network(fold_normalization(net.eval()), pixels / 255.0, bits=args.bits)

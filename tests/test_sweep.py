@@ -71,6 +71,21 @@ def checkpoint_step(folder: Path) -> int:
     return torch.load(path)["step"] if path.is_file() else 0
 
 
+def sweep_killing_a_worker_once_it_checkpoints(arguments: list[str], folder: Path, join_seconds: float) -> list[int]:
+    """Run `bn-inr sweep` in a thread, SIGKILL the worker of the cell in `folder` once it has written
+    its checkpoint at iteration 20, wait for the sweep to end, and return its exit codes."""
+    codes = []
+    sweep = threading.Thread(target=lambda: codes.append(main(arguments)))
+    sweep.start()
+    deadline = time.monotonic() + 60
+    while checkpoint_step(folder) < 20:
+        assert sweep.is_alive() and time.monotonic() < deadline, "the cell never checkpointed"
+        time.sleep(0.02)
+    os.kill(attempts(folder)[0]["pid"], signal.SIGKILL)
+    sweep.join(timeout=join_seconds)
+    return codes
+
+
 def test_a_sweep_runs_each_cell_as_the_task_command_writes_the_table_and_skips_finished_cells(tmp_path, ray_instance, capsys):
     images = [photo(tmp_path / "camera.png", "camera", 16), photo(tmp_path / "coffee.png", "coffee", 16)]
     for column, psnr in (("NeRF", 20.5), ("BN+NeRF", 21.25)):
@@ -221,15 +236,7 @@ def test_a_killed_ray_worker_is_retried_and_its_cell_resumes(tmp_path, ray_insta
         "tasks": {"image": {"inputs": [str(image)], "sizes": ["3x16"], "iterations": 600}}})
     out = tmp_path / "sweep"
     (cell,) = plan_cells(load_config(config), out)
-    codes = []
-    sweep = threading.Thread(target=lambda: codes.append(main(["sweep", str(config), "--out", str(out)])))
-    sweep.start()
-    deadline = time.monotonic() + 60
-    while checkpoint_step(cell.folder) < 20:
-        assert sweep.is_alive() and time.monotonic() < deadline, "the cell never checkpointed"
-        time.sleep(0.02)
-    os.kill(attempts(cell.folder)[0]["pid"], signal.SIGKILL)
-    sweep.join(timeout=60)
+    codes = sweep_killing_a_worker_once_it_checkpoints(["sweep", str(config), "--out", str(out)], cell.folder, 60)
     assert codes == [0] and cell.finished and not (cell.folder / ERROR_FILE).exists()
     first, retry = attempts(cell.folder)
     assert first["pid"] != retry["pid"] and retry["resumed"]
@@ -284,15 +291,7 @@ def test_a_killed_local_worker_fails_its_cell_alone_and_a_rerun_resumes_it(tmp_p
     out = tmp_path / "sweep"
     victim, other = plan_cells(load_config(config), out)
     arguments = ["sweep", str(config), "--out", str(out), "--engine", "local", "--cpus", "1", "--retries", "0"]
-    codes = []
-    sweep = threading.Thread(target=lambda: codes.append(main(arguments)))
-    sweep.start()
-    deadline = time.monotonic() + 60
-    while checkpoint_step(victim.folder) < 20:
-        assert sweep.is_alive() and time.monotonic() < deadline, "the cell never checkpointed"
-        time.sleep(0.02)
-    os.kill(attempts(victim.folder)[0]["pid"], signal.SIGKILL)
-    sweep.join(timeout=120)
+    codes = sweep_killing_a_worker_once_it_checkpoints(arguments, victim.folder, 120)
     # The sweep did not hang on the dead worker: the cell is failed, the next one ran on a new worker.
     assert codes == [1] and victim.failed and other.finished
     assert (victim.folder / ERROR_FILE).read_text().startswith("worker process died (killed by SIGKILL)")

@@ -27,7 +27,7 @@ from bn_nerf.tasks.arguments import add_run_arguments, resolve_run
 from bn_nerf.tasks.base import Task
 from bn_nerf.tasks.image import PAPER_DEFAULTS, ImageTask, add_fitting_arguments, check_arguments, downscaled
 from bn_nerf.tasks.runs import plan_runs, positive
-from bn_nerf.tasks.trainer import BestIterate, fit, validate_run
+from bn_nerf.tasks.trainer import BestIterate, fit, training_step, validate_run
 
 # Quantization-aware fine-tuning moves each weight by about this fraction of its tensor's
 # quantization step per Adam step: small enough not to undo the fit, large enough that weights
@@ -100,12 +100,7 @@ def fine_tune_quantized(folded: nn.Module, task: Task, bits: int, steps: int, se
     best = BestIterate(folded) if task.full_batch else None
     with torch.enable_grad():
         for step in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            loss = task.training_loss(folded, generator)
-            loss.backward()
-            if best is not None:
-                best.offer(folded, loss, step)
-            optimizer.step()
+            training_step(task, folded, optimizer, generator, best, step)
     if best is not None:
         with torch.no_grad():
             best.offer(folded, task.training_loss(folded, generator), steps)

@@ -151,6 +151,19 @@ class BestIterate:
         self.parameters, self.loss, self.iteration = state["parameters"], state["loss"], state["iteration"]
 
 
+def training_step(task: Task, net: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                  best: BestIterate | None, step: int) -> torch.Tensor:
+    """One Adam step on the task's loss, the iterate before it offered to `best` with its loss;
+    returns the loss (still on the device: reading it back every step would sync)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = task.training_loss(net, generator)
+    loss.backward()
+    if best is not None:
+        best.offer(net, loss, step)
+    optimizer.step()
+    return loss
+
+
 def _evaluate(task: Task, net: nn.Module) -> tuple[float, torch.Tensor, dict]:
     """(train-mode primary metric, eval-mode reconstruction, eval-mode metrics) of `net`'s current
     weights; leaves `net` in eval mode with its BatchNorm statistics re-estimated."""
@@ -242,12 +255,7 @@ def fit(task: Task, spec: RunSpec, train: TrainConfig, out_dir: Path, resume: bo
         bar = progress.add_task("fit", total=train.iterations, completed=start, status="")
         started = time.perf_counter()
         for step in range(start, train.iterations):
-            optimizer.zero_grad(set_to_none=True)
-            loss = task.training_loss(net, generator)
-            loss.backward()
-            if best is not None:
-                best.offer(net, loss, step)
-            optimizer.step()
+            loss = training_step(task, net, optimizer, generator, best, step)
             scheduler.step()
             done = step + 1
             if done % train.progress_every == 0 or done == train.iterations:
