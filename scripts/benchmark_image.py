@@ -28,7 +28,6 @@ import copy
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -49,19 +48,14 @@ from bn_nerf.networks.encodings import PositionalEncoding
 from bn_nerf.networks.fused import batchnorm_then_linear, linear
 from bn_nerf.networks.matmul import matmul_transposed
 from bn_nerf.tasks.image import PAPER_DEFAULTS, ImageTask, pixel_coordinates
-from bn_nerf.runtime import keep_freed_memory
+from bn_nerf.runtime import cpu_model, keep_freed_memory
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig, fit
 
 DEPTH, WIDTH = 10, 28
 
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def load_average() -> str:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConf
 from bn_nerf.nerf.budget import TrainingRecord, method_config, setup_trainer, train
 from bn_nerf.nerf.metrics import psnr
 from bn_nerf.nerf.trainer import BatchNormTrainer
+from bn_nerf.runtime import cpu_model
 
 CHECK_PIXELS = 8192
 METHODS = ("BN-DINER", "DINER", "BN-NeRF", "vanilla-nerf", "nerfacto", "instant-ngp")
@@ -105,12 +104,9 @@ class TestPixels:
 
 
 def machine() -> dict:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
-                 platform.processor())
     with open("/proc/loadavg") as handle:
         load = handle.read().split()[:3]
-    return {"cpu": model, "cores": torch.get_num_threads(), "load_average_1_5_15": load}
+    return {"cpu": cpu_model(), "cores": torch.get_num_threads(), "load_average_1_5_15": load}
 
 
 def benchmark_scene(scene: Path, labels: list[str], minutes: list[float], output: Path) -> dict:

@@ -37,14 +37,13 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bn_nerf.networks import PAPER_METHODS, PRESETS
-from bn_nerf.runtime import keep_freed_memory
+from bn_nerf.runtime import cpu_model, keep_freed_memory
 from bn_nerf.tasks import ct, image
 from bn_nerf.tasks.arguments import paper_learning_rate
 from bn_nerf.tasks.trainer import CHECKPOINT_FILE, METRICS_FILE, RunSpec, TrainConfig, fit
@@ -168,12 +167,6 @@ def run(args: argparse.Namespace) -> None:
         fit(task, spec, train, out_dir, resume=resume, on_curve_point=record)
 
 
-def machine() -> str:
-    listing = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in listing.splitlines() if line.startswith("Model name")),
-                "unknown CPU")
-
-
 def panels_of(rows: list[dict]) -> list[tuple[int, str]]:
     return sorted({(int(row["size"]), row["variant"]) for row in rows}, key=lambda panel: (panel[1] == "rescaled", panel[0]))
 
@@ -225,7 +218,7 @@ def plot(args: argparse.Namespace) -> None:
                            for size, variant in panels)
         figure.suptitle(f"{task_name}: {setting['input']}, {setting['depth']}x{setting['width']}, seed 0, paper's "
                         f"learning rates, best iterate kept, eval-mode PSNR\n"
-                        f"scripts/benchmark_scale.py run {task_name} --panels {command}; {machine()}, 1 thread",
+                        f"scripts/benchmark_scale.py run {task_name} --panels {command}; {cpu_model()}, 1 thread",
                         fontsize=9)
         figure.tight_layout()
         figure.savefig(RESULTS / f"{task_name}.png", dpi=120)
