@@ -163,9 +163,9 @@ def _recorded_settings(cell: Cell) -> dict | None:
 
 
 def execute(cell: Cell, threads: int, device: str = "auto") -> dict:
-    """Run one cell in this process on `device` (auto: CUDA when present): skip it when finished, resume it from its checkpoint when
-    interrupted, start it otherwise. A failure is recorded in the cell's error.txt and returned,
-    never raised, so that one cell's fault stops no other."""
+    """Run one cell in this process on `device` (auto: CUDA when present): skip it when finished,
+    resume it from its checkpoint when interrupted, start it otherwise. A failure is recorded in the
+    cell's error.txt and returned, never raised, so that one cell's fault stops no other."""
     if cell.finished:
         return {"cell": cell.name, "status": "finished", "ran": False}
     cell.folder.mkdir(parents=True, exist_ok=True)

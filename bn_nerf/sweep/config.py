@@ -181,7 +181,6 @@ class _Where:
         )
 
 
-
 def smoke_config(config: SweepConfig) -> SweepConfig:
     """The same grid -- tasks, inputs, methods, net sizes, seeds -- shrunk to seconds a cell: each
     task's smoke options (tiny inputs) over the configuration's, and SMOKE_ITERATIONS iterations."""
