@@ -47,6 +47,7 @@ from bn_nerf.networks import PRESETS
 from bn_nerf.networks.encodings import PositionalEncoding
 from bn_nerf.networks.fused import batchnorm_then_linear, linear
 from bn_nerf.networks.matmul import matmul_transposed
+from bn_nerf.tasks.arguments import paper_learning_rate
 from bn_nerf.tasks.image import PAPER_DEFAULTS, ImageTask, pixel_coordinates
 from bn_nerf.runtime import cpu_model, keep_freed_memory
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig, fit
@@ -65,11 +66,6 @@ def load_average() -> str:
 def photo(size: int) -> np.ndarray:
     """scikit-image's astronaut, a real 512x512 RGB photo (the authors benchmark Lena 512x512)."""
     return resize(data.astronaut() / 255.0, (size, size), anti_aliasing=True).astype(np.float32)
-
-
-def paper_learning_rate(method: str) -> float:
-    normalized = PRESETS[method].norm != "none"
-    return PAPER_DEFAULTS.normalized_learning_rate if normalized else PAPER_DEFAULTS.learning_rate
 
 
 def median_seconds(function, repeats: int) -> float:
@@ -114,7 +110,7 @@ def authors_loop_seconds(method: str, image: np.ndarray, steps: int) -> float:
     coordinates = pixel_coordinates(height, width)
     target = torch.from_numpy(image).reshape(-1, channels)
     net = authors_model(method).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=paper_learning_rate(method))
+    optimizer = torch.optim.Adam(net.parameters(), lr=paper_learning_rate(method, PAPER_DEFAULTS))
     best_psnr, best_state = -math.inf, None
     started = time.perf_counter()
     for _ in range(steps):
@@ -135,7 +131,8 @@ def our_loop_seconds(method: str, placement: str, image: np.ndarray, steps: int)
     training loop only, not the evaluation and figures after it)."""
     with tempfile.TemporaryDirectory() as out:
         metrics, _ = fit(ImageTask(image), RunSpec(method, DEPTH, WIDTH, {"norm_placement": placement}),
-                         TrainConfig(steps, paper_learning_rate(method), checkpoint_every=0, show_progress=False),
+                         TrainConfig(steps, paper_learning_rate(method, PAPER_DEFAULTS), checkpoint_every=0,
+                                     show_progress=False),
                          Path(out))
     return metrics["seconds"]
 
@@ -384,8 +381,8 @@ def quality(args: argparse.Namespace) -> dict:
     for method in PRESETS:
         with tempfile.TemporaryDirectory() as out:
             metrics, _ = fit(ImageTask(image), RunSpec(method, DEPTH, WIDTH),
-                             TrainConfig(args.iterations, paper_learning_rate(method), checkpoint_every=0,
-                                         show_progress=False),
+                             TrainConfig(args.iterations, paper_learning_rate(method, PAPER_DEFAULTS),
+                                         checkpoint_every=0, show_progress=False),
                              Path(out))
         results["methods"][method] = {key: metrics[key] for key in
                                       ("psnr", "psnr_train_mode", "ssim", "bpp_folded_32", "learning_rate", "seconds")}

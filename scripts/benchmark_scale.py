@@ -10,12 +10,12 @@ size with every frequency hyperparameter rescaled to the paper's ratio to the pi
 
 `run` trains each (panel, method) once with `fit` -- the protocol `bn-inr` applies to every method:
 the paper's learning rate for the task and method, constant, the iterate with the lowest training
-loss kept -- and evaluates at log-spaced iterations (1, 2, 5 x 10^k and the last) what a run of that
-length would report: the kept iterate, BatchNorm statistics re-estimated, eval mode. Each point is
-appended to results/scale/<task>.csv as it is measured; a rerun skips the points already there and
-resumes an interrupted run from its checkpoint (outputs/scale/...). `--methods` runs a subset, e.g.
-every method but WIRE first (WIRE's complex layers are 10-20x slower per step on the CPU), so that a
-grid stopped early is missing WIRE points, not others.
+loss kept -- and evaluates at log-spaced iterations (1, 2, 5 x 10^k from 10, and the last) what a
+run of that length would report: the kept iterate, BatchNorm statistics re-estimated, eval mode.
+Each point is appended to results/scale/<task>.csv as it is measured; a rerun skips the points
+already there and resumes an interrupted run from its checkpoint (outputs/scale/...). `--methods`
+runs a subset, e.g. every method but WIRE first (WIRE's complex layers are 10-20x slower per step on
+the CPU), so that a grid stopped early is missing WIRE points, not others.
 
 Inputs: CT, scikit-image's Shepp-Logan phantom resized to the side, 100 projections, 2x128 nets
 (the paper: 512^2 x-ray images, 20,000 iterations). Image: scikit-image's astronaut, centre-cropped
@@ -84,7 +84,7 @@ def parse_panel(text: str) -> Panel:
 
 
 def evaluation_points(iterations: int) -> tuple[int, ...]:
-    """1, 2, 5 x 10^k up to `iterations`, and `iterations` itself."""
+    """1, 2, 5 x 10^k from 10 up to `iterations`, and `iterations` itself."""
     points = {step * 10 ** power for power in range(8) for step in (1, 2, 5)}
     return tuple(sorted({point for point in points if 10 <= point < iterations} | {iterations}))
 
