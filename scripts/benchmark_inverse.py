@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 
 from bn_nerf.networks import PRESETS, build_network
-from bn_nerf.operators.radon import ParallelBeamProjector
 from bn_nerf.operators.kspace_masks import sampling_mask
 from bn_nerf.signals.solids import BumpySphere
 from bn_nerf.tasks.ct import CTTask, prepare_image
