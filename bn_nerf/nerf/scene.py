@@ -131,6 +131,24 @@ def render_view(pose: np.ndarray, size: int, width: int | None = None) -> np.nda
     return np.concatenate([straight, coverage[..., None]], axis=-1)
 
 
+def trace_object(origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance along each unit-direction ray to its first hit on the sphere or the slab (inf where it
+    misses both) and the colour shaded there as render_view shades it (zero where it misses); for
+    renders of the scene other than the Blender one (bn_nerf.nerf.capture)."""
+    t_sphere = _hit_sphere(origins, directions)
+    t_slab = _hit_slab(origins, directions)
+    on_sphere = np.isfinite(t_sphere) & (t_sphere <= t_slab)
+    on_slab = np.isfinite(t_slab) & ~on_sphere
+    distance = np.where(on_sphere, t_sphere, t_slab)
+    colour = np.zeros_like(directions)
+    for mask, shade in ((on_sphere, _sphere_colour), (on_slab, _slab_colour)):
+        points = origins[mask] + distance[mask, None] * directions[mask]
+        albedo, normals = shade(points)
+        light = 0.35 + 0.65 * np.clip(normals @ LIGHT_DIRECTION, 0.0, 1.0)
+        colour[mask] = np.clip(albedo * light[:, None], 0.0, 1.0)
+    return distance, colour
+
+
 def write_scene(output: Path, size: int = 100, views: dict[str, int] | None = None, seed: int = 0) -> dict[str, int]:
     """Write the scene to `output` and return the number of views written per split."""
     views = views or {"train": 50, "val": 4, "test": 8}
