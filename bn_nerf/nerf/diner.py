@@ -70,6 +70,7 @@ class BNDINERModel(OccupancyGridModel):
             trunk_width=c.trunk_width,
             colour_depth=c.colour_depth,
             colour_width=c.colour_width,
+            contraction=self.contraction,
         )
         backend = field.position_encoding.backend
         if c.table_smoothness > 0 and backend != "torch-dense":

@@ -6,6 +6,9 @@ encoded view direction -> colour network -> RGB. They differ only in the positio
   - DINER: one learnable table of features on a grid over the scene box (bn_nerf.nerf.tables: dense
     when it fits its budget, hashed otherwise), read at the position normalized to the box; space
     outside the box is empty.
+For a capture whose background reaches past the box, both read positions through the scene's
+contraction (bn_nerf.nerf.contraction): the DINER table then covers the contracted cube, and NeRF's
+encoding sees contracted positions, as mip-NeRF 360 encodes them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from nerfstudio.field_components.field_heads import DensityFieldHead, FieldHeadN
 from nerfstudio.fields.base_field import Field
 
 from bn_nerf.io.errors import InputError
+from bn_nerf.nerf.contraction import Contraction
 from bn_nerf.nerf.tables import FeatureTable, Implementation
 from bn_nerf.networks import build_network
 
@@ -58,6 +62,8 @@ class NormalizedRadianceField(Field):
         scene_aabb: when given, positions are mapped from this box to [0, 1] before encoding (hash grids
             address the unit cube) and space outside the box is empty; when None the raw position is
             encoded everywhere, as vanilla NeRF does.
+        contraction: when given, positions are contracted first (and `scene_aabb`, if any, is a box in
+            contracted space), so that all of space is modelled.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class NormalizedRadianceField(Field):
         colour_width: int = 128,
         init_scheme: Literal["method", "torch_default"] = "torch_default",
         scene_aabb: Optional[Tensor] = None,
+        contraction: Optional[Contraction] = None,
     ) -> None:
         super().__init__()
         if normalization not in NETWORK_METHOD:
@@ -82,6 +89,7 @@ class NormalizedRadianceField(Field):
         self.trunk_width = trunk_width
         self.scene_aabb: Optional[Tensor]
         self.register_buffer("scene_aabb", scene_aabb.clone() if scene_aabb is not None else None)
+        self.contraction = contraction
         network_options = dict(encoding="none", norm_placement=norm_placement, init_scheme=init_scheme)
         method = NETWORK_METHOD[normalization]
         # The networks receive already-encoded inputs (encoding="none"), so the trunk's skip
@@ -105,6 +113,8 @@ class NormalizedRadianceField(Field):
         """The sample positions as the position encoding takes them, and which samples it may read:
         all of them without a box; with one, those inside it (positions normalized to [0, 1])."""
         positions = ray_samples.frustums.get_positions()
+        if self.contraction is not None:
+            positions = self.contraction(positions)
         if self.scene_aabb is None:
             return positions, None
         positions = SceneBox.get_normalized_positions(positions, self.scene_aabb)
@@ -149,9 +159,10 @@ def make_nerf_field(
     skip_connections: Tuple[int, ...] = (4,),
     colour_depth: int = 2,
     colour_width: int = 128,
+    contraction: Optional[Contraction] = None,
 ) -> NormalizedRadianceField:
     """vanilla-nerf's field (defaults: 8x256 trunk with the skip at layer 4, 2x128 colour network),
-    with the normalization switch."""
+    with the normalization switch (and positions contracted first for a scene past its box)."""
     return NormalizedRadianceField(
         nerf_position_encoding(),
         nerf_direction_encoding(),
@@ -163,6 +174,7 @@ def make_nerf_field(
         colour_depth=colour_depth,
         colour_width=colour_width,
         init_scheme="torch_default",
+        contraction=contraction,
     )
 
 
@@ -178,10 +190,12 @@ def make_diner_field(
     trunk_width: int = 64,
     colour_depth: int = 2,
     colour_width: int = 64,
+    contraction: Optional[Contraction] = None,
 ) -> NormalizedRadianceField:
-    """DINER's field: one table of `table_resolution`^3 vertices over the scene box in front of a
-    small MLP with the LeCun initialization of the paper's nets (dense table when it fits
-    2^`log2_table_entries` entries, hashed otherwise; tiny-cuda-nn when it imports on CUDA)."""
+    """DINER's field: one table of `table_resolution`^3 vertices over the scene box (with a
+    contraction: over the contracted cube) in front of a small MLP with the LeCun initialization of
+    the paper's nets (dense table when it fits 2^`log2_table_entries` entries, hashed otherwise;
+    tiny-cuda-nn when it imports on CUDA)."""
     table = FeatureTable(table_resolution, table_features, log2_table_entries, implementation=table_implementation)
     return NormalizedRadianceField(
         table,
@@ -194,5 +208,6 @@ def make_diner_field(
         colour_depth=colour_depth,
         colour_width=colour_width,
         init_scheme="method",
-        scene_aabb=scene_aabb,
+        scene_aabb=contraction.contracted_aabb if contraction is not None else scene_aabb,
+        contraction=contraction,
     )

@@ -9,6 +9,11 @@ rendering of the packed samples; colour is composited on the background. The gri
 the field's own density during training; it reads that density in eval mode (running statistics),
 so a grid update never feeds BatchNorm a batch of grid points.
 
+The scene's extent comes from the dataparser (`metadata["scene_extent"]`, bn_nerf.nerf.extent): a
+bounded scene (Blender: images with alpha) is rendered inside its box; a capture whose background
+reaches past it is contracted (bn_nerf.nerf.contraction), the grid and the field both covering the
+contracted cube, and its near/far planes are the data's.
+
 BatchNorm semantics as bn_nerf.nerf.batchnorm_model says: batch statistics while training, running
 statistics in ns-eval, ns-render and the viewer, re-estimated from training rays before every
 checkpoint.
@@ -20,7 +25,7 @@ import abc
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -36,7 +41,9 @@ from nerfstudio.utils import colormaps
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin, training_interval_collider
+from bn_nerf.nerf.contraction import Contraction
 from bn_nerf.nerf.fields import NormalizedRadianceField
+from bn_nerf.nerf.health import TrainingHealth
 from bn_nerf.nerf.metrics import image_metrics, psnr
 from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings, packed_weights
 from bn_nerf.networks import reestimate_batchnorm
@@ -64,6 +71,9 @@ class OccupancyGridOptions:
     occupancy_threshold: float = 0.01
     occupancy_decay: float = 0.95
     """A cell's occupancy decays by this factor per update unless the field's density renews it."""
+    scene_contraction: Literal["auto", "on", "off"] = "auto"
+    """"auto": contract space beyond the scene box when the dataparser says the scene reaches past it
+    (a capture without alpha), not for a bounded one (Blender); "on"/"off" force it."""
 
     def grid_settings(self) -> OccupancyGridSettings:
         return OccupancyGridSettings(
@@ -97,10 +107,18 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         c = self.config
+        # What the dataparser derived from the data; absent when a parser of nerfstudio's is named by
+        # hand, and then the configuration's near/far and a bounded box stand.
+        extent = self.kwargs.get("metadata", {}).get("scene_extent")
+        self.near_plane, self.far_plane = ((extent.near, extent.far) if extent is not None else
+                                           (c.collider_params["near_plane"], c.collider_params["far_plane"]))
+        contract = {"on": True, "off": False, "auto": extent is not None and not extent.bounded}[c.scene_contraction]
+        self.contraction: Optional[Contraction] = Contraction(self.scene_box.aabb) if contract else None
         if c.enable_collider:
-            self.collider = training_interval_collider(c.collider_params)
+            self.collider = training_interval_collider({"near_plane": self.near_plane, "far_plane": self.far_plane})
         self.field = self.make_field()
-        self.occupancy_grid = OccupancyGrid(self.scene_box.aabb, c.grid_settings())
+        self.occupancy_grid = OccupancyGrid(self.scene_box.aabb, c.grid_settings(), self.contraction)
+        self.health = TrainingHealth(self.label, self.describe_region())
         self.use_sync_batchnorm_when_distributed()
         self.renderer_rgb = RGBRenderer(background_color=c.background_color)
         self.renderer_accumulation = AccumulationRenderer()
@@ -109,6 +127,12 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return {"fields": list(self.field.parameters())}
+
+    def describe_region(self) -> str:
+        """The region the model covers, in the scene's normalized units."""
+        low, high = (", ".join(f"{v:g}" for v in corner.tolist()) for corner in self.scene_box.aabb)
+        beyond = "contracted beyond it" if self.contraction is not None else "empty beyond it"
+        return f"box ({low})..({high}), {beyond}, near {self.near_plane:g}, far {self.far_plane:g}"
 
     @torch.no_grad()
     def density_at(self, positions: Tensor) -> Tensor:
@@ -124,8 +148,9 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         def update_occupancy_grid(step: int) -> None:
             grid = self.occupancy_grid
             if step == 0:
+                space = "the contracted cube" if self.contraction is not None else "the scene box"
                 CONSOLE.print(f"{self.label}: {self.describe_field()}, occupancy grid {grid.settings.resolution}^3 "
-                              f"with rays marched by {grid.marcher}")
+                              f"over {space} with rays marched by {grid.marcher}")
             grid.update(step, self.density_at)
             if grid.occupied_fraction == 0:
                 # Every cell's density fell below the threshold: rendering would be all background and
@@ -182,8 +207,11 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         image = self.renderer_rgb.blend_background(batch["image"].to(self.device))
+        training_psnr = psnr(outputs["rgb"], image)
+        if self.training:
+            self.health.record(float(training_psnr), float((outputs["num_samples_per_ray"] == 0).float().mean()))
         return {
-            "psnr": psnr(outputs["rgb"], image),
+            "psnr": training_psnr,
             # What nerfstudio's dynamic-batch pipeline sizes the next step's ray count by.
             "num_samples_per_batch": outputs["num_samples_per_ray"].sum(),
             "samples_per_ray": outputs["num_samples_per_ray"].float().mean(),
@@ -221,7 +249,8 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         metrics_dict = {"psnr": metrics["psnr"], "ssim": metrics["ssim"]}
         if "lpips" in metrics:
             metrics_dict["lpips"] = metrics["lpips"]
-        near, far = self.config.collider_params["near_plane"], self.config.collider_params["far_plane"]
+        # A capture's far plane is far past anything seen: colour its depths by their own range.
+        near, far = (self.near_plane, self.far_plane) if self.contraction is None else (None, None)
         images = {
             "img": torch.cat([image, outputs["rgb"]], dim=1),
             "accumulation": colormaps.apply_colormap(outputs["accumulation"]),

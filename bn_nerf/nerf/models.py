@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Mapping, Tuple, Type
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Type
 
 import torch
 from torch import Tensor
@@ -30,6 +30,7 @@ from nerfstudio.models.vanilla_nerf import NeRFModel, VanillaModelConfig
 from nerfstudio.utils import colormaps
 
 from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin, BatchNormOptions, training_interval_collider
+from bn_nerf.nerf.contraction import Contraction
 from bn_nerf.nerf.fields import NormalizedRadianceField, make_nerf_field
 from bn_nerf.nerf.grid_model import OccupancyGridModel, OccupancyGridOptions
 from bn_nerf.nerf.metrics import image_metrics
@@ -66,8 +67,9 @@ class BNNeRFModelConfig(BatchNormOptions, OccupancyGridOptions, VanillaModelConf
     """Width of the colour network (nerfstudio's vanilla-nerf: 128)."""
 
 
-def nerf_field(config: BNNeRFModelConfig) -> NormalizedRadianceField:
-    """NeRF's field at the configured size, with the normalization switch."""
+def nerf_field(config: BNNeRFModelConfig, contraction: Optional[Contraction] = None) -> NormalizedRadianceField:
+    """NeRF's field at the configured size, with the normalization switch (reading positions through
+    the scene's contraction, when it has one)."""
     return make_nerf_field(
         normalization=config.normalization,
         norm_placement=config.norm_placement,
@@ -76,6 +78,7 @@ def nerf_field(config: BNNeRFModelConfig) -> NormalizedRadianceField:
         skip_connections=config.skip_connections,
         colour_depth=config.colour_depth,
         colour_width=config.colour_width,
+        contraction=contraction,
     )
 
 
@@ -105,7 +108,7 @@ class BNNeRFGridModel(SamplerCheckpointMixin, OccupancyGridModel):
     sampler = "occupancy"
 
     def make_field(self) -> NormalizedRadianceField:
-        return nerf_field(self.config)
+        return nerf_field(self.config, self.contraction)
 
     def describe_field(self) -> str:
         c = self.config

@@ -11,6 +11,14 @@ threshold)) are plain torch. Only its ray marching needs nerfacc's CUDA kernel; 
 marching runs in torch. So a checkpoint trained on a GPU renders on a laptop, and `OccupancyGrid`
 is the one interface the model sees.
 
+For a capture whose background reaches past the scene box the grid covers contracted space instead
+(bn_nerf.nerf.contraction: the box at full resolution, all of space beyond it in a shell): rays are
+marched at the fixed step inside the box and then at a fixed step of the *contracted* coordinate
+across the shell -- samples ever further apart in the world, evenly spread in disparity, as mip-NeRF
+360 and nerfacto space theirs -- and a sample is kept when the cell holding its contracted midpoint
+is occupied. nerfacc's kernel marches straight lines through a world-space grid, so this marching
+runs in torch on every device.
+
 Samples come packed: one row per kept sample with its ray's index, rays in order. `packed_weights`
 turns densities into volume-rendering weights on any device.
 """
@@ -24,6 +32,8 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
+
+from bn_nerf.nerf.contraction import Contraction
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +91,19 @@ def packed_weights(t_starts: Tensor, t_ends: Tensor, densities: Tensor, ray_indi
 
 
 class OccupancyGrid(nn.Module):
-    """Which cells of the scene box hold anything, and the samples of a ray batch that fall in them."""
+    """Which cells of the scene box (or, with a contraction, of the contracted cube around it) hold
+    anything, and the samples of a ray batch that fall in them."""
 
-    def __init__(self, aabb: Tensor, settings: OccupancyGridSettings) -> None:
+    def __init__(self, aabb: Tensor, settings: OccupancyGridSettings, contraction: Optional[Contraction] = None) -> None:
         super().__init__()
         from nerfacc import OccGridEstimator
 
         self.settings = settings
-        self.estimator = OccGridEstimator(roi_aabb=aabb.reshape(-1).float(), resolution=settings.resolution, levels=1)
+        self.contraction = contraction
+        self.scene_aabb: Tensor
+        self.register_buffer("scene_aabb", aabb.reshape(2, 3).float().clone(), persistent=False)
+        grid_aabb = contraction.contracted_aabb if contraction is not None else self.scene_aabb
+        self.estimator = OccGridEstimator(roi_aabb=grid_aabb.reshape(-1), resolution=settings.resolution, levels=1)
         # Every cell occupied until the first update has seen the field.
         self.estimator.binaries.fill_(True)
         self._marcher: Optional[str] = None
@@ -110,9 +125,10 @@ class OccupancyGrid(nn.Module):
     def update(self, step: int, density_at: DensityAt) -> None:
         """Refresh the grid from the field's density every `update_every` training steps."""
         settings = self.settings
+        to_world = self.contraction.inverse if self.contraction is not None else (lambda points: points)
         self.estimator.update_every_n_steps(
             step=step,
-            occ_eval_fn=lambda points: density_at(points) * settings.render_step_size,
+            occ_eval_fn=lambda points: density_at(to_world(points)) * settings.render_step_size,
             occ_thre=settings.occupancy_threshold,
             ema_decay=settings.decay,
             warmup_steps=settings.warmup_steps,
@@ -123,14 +139,15 @@ class OccupancyGrid(nn.Module):
     def marcher(self) -> str:
         """"nerfacc-cuda" or "torch": what marches the rays of this grid's device."""
         if self._marcher is None:
-            cuda = self.estimator.occs.is_cuda and nerfacc_kernels_load()
+            cuda = self.contraction is None and self.estimator.occs.is_cuda and nerfacc_kernels_load()
             self._marcher = "nerfacc-cuda" if cuda else "torch"
         return self._marcher
 
     @torch.no_grad()
     def sample(self, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor, stratified: bool) -> PackedSamples:
         """Samples every `render_step_size` from `near` (jittered by up to one step when `stratified`)
-        to `far`, inside the box, kept where the grid is occupied."""
+        to `far` inside the scene box -- and, with a contraction, on across the shell beyond it --
+        kept where the grid is occupied."""
         near, far = near.reshape(-1), far.reshape(-1)
         if self.marcher == "nerfacc-cuda":
             ray_indices, t_starts, t_ends = self.estimator.sampling(
@@ -139,12 +156,21 @@ class OccupancyGrid(nn.Module):
                 alpha_thre=0.0, early_stop_eps=0.0,
             )
             return PackedSamples(ray_indices.long(), t_starts, t_ends)
-        return self._march_in_torch(origins, directions, near, far, stratified)
+        t_starts, t_ends = self._box_intervals(origins, directions, near, far, stratified)
+        if self.contraction is not None:
+            shell_starts, shell_ends = self._shell_intervals(origins, directions, near, far, stratified)
+            t_starts, t_ends = torch.cat([t_starts, shell_starts], 1), torch.cat([t_ends, shell_ends], 1)
+        midpoints = origins[:, None, :] + directions[:, None, :] * ((t_starts + t_ends) / 2)[..., None]
+        keep = (t_ends > t_starts) & self.occupied[self._cell_index(midpoints)]
+        ray_indices, column = keep.nonzero(as_tuple=True)
+        return PackedSamples(ray_indices, t_starts[ray_indices, column], t_ends[ray_indices, column])
 
-    def _march_in_torch(self, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor, stratified: bool) -> PackedSamples:
+    def _box_intervals(self, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
+                       stratified: bool) -> tuple[Tensor, Tensor]:
+        """[rays, K] intervals of one step from `near` to `far` inside the scene box (empty where
+        end <= start)."""
         step = self.settings.render_step_size
-        aabb = self.estimator.aabbs[0].reshape(2, 3)
-        entry, exit_ = ray_box_interval(origins, directions, aabb)
+        entry, exit_ = ray_box_interval(origins, directions, self.scene_aabb)
         start = near + torch.rand_like(near) * step if stratified else near
         # Whole steps from the ray's start up to the box, so sample positions do not depend on the box.
         start = start + torch.ceil(((entry - start) / step).clamp(min=0)) * step
@@ -153,13 +179,37 @@ class OccupancyGrid(nn.Module):
         count = max(math.ceil(longest / step), 1)
         t_starts = start[:, None] + step * torch.arange(count, device=origins.device, dtype=origins.dtype)
         t_ends = t_starts + step
-        midpoints = origins[:, None, :] + directions[:, None, :] * ((t_starts + t_ends) / 2)[..., None]
+        return t_starts, torch.where(t_ends <= end[:, None], t_ends, t_starts)
+
+    def _shell_intervals(self, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
+                         stratified: bool) -> tuple[Tensor, Tensor]:
+        """[rays, K] intervals across the contracted shell, of equal length in the contracted
+        coordinate 2 - 1/r (r: max-norm in scene-box units), from the box's face to r = far's scale;
+        rays are assumed to start inside the box, as a capture's normalized cameras do."""
+        assert self.contraction is not None
+        half_size = float(self.contraction.half_size.mean())
+        count = max(math.ceil(half_size / self.settings.render_step_size), 1)
+        # The last edge stops short of the shell's outer face, which is infinitely far.
+        outermost = 2 - 1 / max(float(far.max()) / half_size, 1 + 1e-3)
+        offsets = torch.arange(count + 1, device=origins.device, dtype=origins.dtype)
+        if stratified:
+            offsets = offsets[None, :] + torch.rand(len(origins), 1, device=origins.device, dtype=origins.dtype) - 1
+        else:
+            offsets = offsets[None, :].expand(len(origins), -1)
+        contracted = 1 + offsets.clamp(min=0) * (outermost - 1) / count
+        edges = self.contraction.distance_to(origins, directions, contracted)
+        t_starts = torch.maximum(edges[:, :-1], near[:, None])
+        t_ends = torch.minimum(edges[:, 1:], far[:, None])
+        return t_starts, torch.where(t_ends > t_starts, t_ends, t_starts)
+
+    def _cell_index(self, positions: Tensor) -> Tensor:
+        """Flat index of the grid cell holding each world position."""
+        if self.contraction is not None:
+            positions = self.contraction(positions)
+        aabb = self.estimator.aabbs[0].reshape(2, 3)
         resolution = self.settings.resolution
-        cell = ((midpoints - aabb[0]) / (aabb[1] - aabb[0]) * resolution).long().clamp(0, resolution - 1)
-        index = (cell[..., 0] * resolution + cell[..., 1]) * resolution + cell[..., 2]
-        keep = (t_ends <= end[:, None]) & self.occupied[index]
-        ray_indices, column = keep.nonzero(as_tuple=True)
-        return PackedSamples(ray_indices, t_starts[ray_indices, column], t_ends[ray_indices, column])
+        cell = ((positions - aabb[0]) / (aabb[1] - aabb[0]) * resolution).long().clamp(0, resolution - 1)
+        return (cell[..., 0] * resolution + cell[..., 1]) * resolution + cell[..., 2]
 
 
 def nerfacc_kernels_load() -> bool:
