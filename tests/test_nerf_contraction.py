@@ -1,0 +1,93 @@
+"""Captures whose background reaches past the scene box: the contraction the occupancy grid and the
+fields share, the marching across the contracted shell, and the warning a run outside its region gets."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from bn_nerf.nerf.contraction import Contraction
+from bn_nerf.nerf.health import CHECK_AT_STEP, TrainingHealth
+from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings
+
+BOX = torch.tensor([[-1.0, -0.5, -2.0], [1.0, 1.5, 0.0]])  # off-centre and not a cube, as a capture's may be
+
+
+def test_contraction_keeps_the_box_and_maps_all_space_into_the_cube_and_back():
+    contraction = Contraction(BOX)
+    generator = torch.Generator().manual_seed(0)
+    inside = BOX[0] + torch.rand(500, 3, generator=generator) * (BOX[1] - BOX[0])
+    centre, half = (BOX[0] + BOX[1]) / 2, (BOX[1] - BOX[0]) / 2
+    torch.testing.assert_close(contraction(inside), (inside - centre) / half)
+    far_away = torch.randn(500, 3, generator=generator) * 1e4
+    contracted = contraction(far_away)
+    assert contracted.abs().amax(-1).max() < 2 and contracted.abs().amax(-1).min() > 1.99
+    torch.testing.assert_close(contraction.inverse(contraction(inside)), inside)
+    middle_distance = torch.randn(500, 3, generator=generator) * 5
+    torch.testing.assert_close(contraction.inverse(contraction(middle_distance)), middle_distance, rtol=1e-4, atol=1e-4)
+
+
+def test_a_full_contracted_grid_marches_the_box_at_the_step_then_the_shell_evenly_out_to_the_far_plane():
+    step = 0.05
+    contraction = Contraction(BOX)
+    grid = OccupancyGrid(BOX, OccupancyGridSettings(resolution=16, render_step_size=step), contraction)
+    generator = torch.Generator().manual_seed(1)
+    rays = 32
+    origins = (BOX[0] + BOX[1]) / 2 + 0.3 * torch.randn(rays, 3, generator=generator).clamp(-1, 1)
+    directions = torch.nn.functional.normalize(torch.randn(rays, 3, generator=generator), dim=-1)
+    near, far = torch.full((rays, 1), 0.05), torch.full((rays, 1), 1000.0)
+    samples = grid.sample(origins, directions, near, far, stratified=False)
+    assert grid.marcher == "torch"
+    for ray in range(rays):
+        mine = samples.ray_indices == ray
+        starts, ends = samples.t_starts[mine], samples.t_ends[mine]
+        assert (starts[1:] >= ends[:-1] - 1e-5).all(), "samples in order, not overlapping"
+        midpoints = origins[ray] + directions[ray] * ((starts + ends) / 2)[:, None]
+        norms = contraction(midpoints).abs().amax(-1)
+        in_box = norms <= 1
+        # Inside the box: one step apart from the near plane on.
+        torch.testing.assert_close(ends[in_box] - starts[in_box], torch.full_like(starts[in_box], step))
+        assert starts[in_box][0] == pytest.approx(0.05)
+        # Across the shell: evenly spaced in the contracted coordinate, out to where the far plane is.
+        shell = norms[~in_box]
+        spacing = shell[1:] - shell[:-1]
+        assert len(shell) >= 15 and (spacing > 0).all()
+        assert spacing.max() < 2 * spacing.median() and spacing.median() < 0.1
+        assert float(ends[-1]) > 100 and float(ends[-1]) <= 1000
+
+
+def test_an_occupied_shell_cell_keeps_the_samples_that_fall_in_it_and_drops_the_rest():
+    contraction = Contraction(BOX)
+    grid = OccupancyGrid(BOX, OccupancyGridSettings(resolution=8, render_step_size=0.05), contraction)
+    grid.estimator.binaries.zero_()
+    # The cells of the contracted cube's +x face: where everything far along +x lands.
+    grid.estimator.binaries.reshape(8, 8, 8)[7] = True
+    origins = ((BOX[0] + BOX[1]) / 2).expand(2, 3)
+    directions = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    samples = grid.sample(origins, directions, torch.zeros(2, 1), torch.full((2, 1), 1e3), stratified=True)
+    assert set(samples.ray_indices.tolist()) == {0}
+    midpoints = origins[0] + directions[0] * ((samples.t_starts + samples.t_ends) / 2)[:, None]
+    assert (contraction(midpoints)[:, 0] >= 1.5).all()
+
+
+def rising(steps: int, rise: float) -> list[float]:
+    return [10.0 + rise * min(step / 200, 1.0) for step in range(steps)]
+
+
+@pytest.mark.parametrize("psnrs, empty, warned, symptom", [
+    (rising(CHECK_AT_STEP, 8.0), 0.1, False, None),
+    (rising(CHECK_AT_STEP, 1.0), 0.1, True, "rose only"),
+    (rising(CHECK_AT_STEP, 8.0), 0.9, True, "90% of training rays meet no occupied cell"),
+])
+def test_a_run_that_has_not_learned_by_the_check_gets_one_warning_naming_the_symptom(psnrs, empty, warned, symptom, caplog):
+    health = TrainingHealth("bn-diner", "box (-1, -1, -1)..(1, 1, 1), empty beyond it, near 2, far 6")
+    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.health"):
+        for psnr in psnrs + psnrs:  # past the check too: it warns once
+            health.record(psnr, empty)
+    assert health.warned is warned
+    assert len(caplog.records) == (1 if warned else 0)
+    if warned:
+        message = caplog.records[0].getMessage()
+        assert symptom in message and "near 2, far 6" in message and "\n" not in message
