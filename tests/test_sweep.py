@@ -71,9 +71,11 @@ def checkpoint_step(folder: Path) -> int:
     return torch.load(path)["step"] if path.is_file() else 0
 
 
-def sweep_killing_a_worker_once_it_checkpoints(arguments: list[str], folder: Path, join_seconds: float) -> list[int]:
+def sweep_killing_a_worker_once_it_checkpoints(arguments: list[str], folder: Path, join_seconds: float,
+                                               kills: int = 1) -> list[int]:
     """Run `bn-inr sweep` in a thread, SIGKILL the worker of the cell in `folder` once it has written
-    its checkpoint at iteration 20, wait for the sweep to end, and return its exit codes."""
+    its checkpoint at iteration 20 -- and, up to `kills` in all, the worker of each rerun of the cell
+    as soon as the rerun starts -- wait for the sweep to end, and return its exit codes."""
     codes = []
     sweep = threading.Thread(target=lambda: codes.append(main(arguments)))
     sweep.start()
@@ -82,6 +84,13 @@ def sweep_killing_a_worker_once_it_checkpoints(arguments: list[str], folder: Pat
         assert sweep.is_alive() and time.monotonic() < deadline, "the cell never checkpointed"
         time.sleep(0.02)
     os.kill(attempts(folder)[0]["pid"], signal.SIGKILL)
+    for attempt in range(1, kills):
+        deadline = time.monotonic() + 60
+        while len(attempts(folder)) <= attempt:
+            assert sweep.is_alive(), f"the sweep ended after {attempt} run(s) of the cell; {kills} were to be killed"
+            assert time.monotonic() < deadline, f"run {attempt + 1} of the cell never started"
+            time.sleep(0.02)
+        os.kill(attempts(folder)[attempt]["pid"], signal.SIGKILL)
     sweep.join(timeout=join_seconds)
     return codes
 
@@ -241,7 +250,9 @@ def test_a_killed_ray_worker_is_retried_and_its_cell_resumes(tmp_path, ray_insta
         "tasks": {"image": {"inputs": [str(image)], "sizes": ["3x16"], "iterations": 600}}})
     out = tmp_path / "sweep"
     (cell,) = plan_cells(load_config(config), out)
-    codes = sweep_killing_a_worker_once_it_checkpoints(["sweep", str(config), "--out", str(out)], cell.folder, 60)
+    # --retries 1: the one rerun it allows is the one the cell needs.
+    arguments = ["sweep", str(config), "--out", str(out), "--retries", "1"]
+    codes = sweep_killing_a_worker_once_it_checkpoints(arguments, cell.folder, 60)
     assert codes == [0] and cell.finished and not (cell.folder / ERROR_FILE).exists()
     first, retry = attempts(cell.folder)
     assert first["pid"] != retry["pid"] and retry["resumed"]
@@ -288,24 +299,28 @@ def test_the_gpu_window_runs_as_a_smoke_on_the_local_engine_on_a_machine_without
     assert "…" not in table.split("## Ours")[1].split("## Paper")[0]
 
 
-def test_a_killed_local_worker_fails_its_cell_alone_and_a_rerun_resumes_it(tmp_path, capsys):
+def test_a_cell_whose_local_worker_dies_more_often_than_retries_fails_alone_and_a_rerun_resumes_it(tmp_path, capsys):
+    """--retries 1: the cell's worker killed once, the cell runs again; killed again, it fails and the
+    next cell runs on a new worker."""
     image = photo(tmp_path / "camera.png", "camera", 32)
     config = write_config(tmp_path / "grid.yaml", {
         "methods": ["bn", "relu"], "checkpoint_every": 20,
         "tasks": {"image": {"inputs": [str(image)], "sizes": ["3x16"], "iterations": 600}}})
     out = tmp_path / "sweep"
     victim, other = plan_cells(load_config(config), out)
-    arguments = ["sweep", str(config), "--out", str(out), "--engine", "local", "--cpus", "1", "--retries", "0"]
-    codes = sweep_killing_a_worker_once_it_checkpoints(arguments, victim.folder, 120)
+    arguments = ["sweep", str(config), "--out", str(out), "--engine", "local", "--cpus", "1", "--retries", "1"]
+    codes = sweep_killing_a_worker_once_it_checkpoints(arguments, victim.folder, 120, kills=2)
     # The sweep did not hang on the dead worker: the cell is failed, the next one ran on a new worker.
     assert codes == [1] and victim.failed and other.finished
-    assert (victim.folder / ERROR_FILE).read_text().startswith("worker process died (killed by SIGKILL)")
+    assert len(attempts(victim.folder)) == 2
+    assert (victim.folder / ERROR_FILE).read_text().startswith(
+        "worker process died (killed by SIGKILL) 2 time(s), after 1 retries")
     assert f"{victim.name}: FAILED: worker process died" in capsys.readouterr().out
-    assert attempts(other.folder)[0]["pid"] != attempts(victim.folder)[0]["pid"]
+    assert attempts(other.folder)[0]["pid"] not in {run["pid"] for run in attempts(victim.folder)}
 
     assert main(arguments) == 0
     assert victim.finished and not (victim.folder / ERROR_FILE).exists() and len(attempts(other.folder)) == 1
-    assert [run["resumed"] for run in attempts(victim.folder)] == [False, True]
+    assert [run["resumed"] for run in attempts(victim.folder)] == [False, True, True]
     assert read(victim.folder)["resumed_from_iteration"] >= 20
 
 
