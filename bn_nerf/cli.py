@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from bn_nerf.io.errors import InputError
+from bn_nerf.upstream_warnings import silence_known_upstream_warnings
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "image": ("bn_nerf.tasks.image", "fit an image or a folder of images (representation and compression)"),
@@ -33,6 +34,7 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    silence_known_upstream_warnings()
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2

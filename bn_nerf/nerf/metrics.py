@@ -52,7 +52,8 @@ def psnr(prediction: Tensor, target: Tensor) -> Tensor:
 
 def image_metrics(prediction: Tensor, target: Tensor) -> Dict[str, float]:
     """PSNR, SSIM and, when its weights are on disk, LPIPS of one [H, W, 3] image in [0, 1]."""
-    from torchmetrics.functional import structural_similarity_index_measure
+    # From its own module: the root re-export (torchmetrics.functional) is deprecated and warns.
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
     # torchmetrics takes [N, C, H, W].
     prediction_nchw = prediction.float().clamp(0, 1).permute(2, 0, 1)[None]
