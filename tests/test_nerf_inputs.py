@@ -22,7 +22,7 @@ from conftest import truncated
 
 from bn_nerf.io.errors import InputError
 from bn_nerf.nerf import metrics
-from bn_nerf.nerf.dataparser import check_blender_split
+from bn_nerf.nerf.formats.blender import check_blender_split
 from bn_nerf.nerf.method_configs import bn_nerf_cpu
 from bn_nerf.nerf.models import BNNeRFModelConfig
 from bn_nerf.nerf.scene import write_scene

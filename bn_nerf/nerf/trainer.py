@@ -28,7 +28,7 @@ from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
 
 from bn_nerf.io.errors import exiting_on_input_error
 from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin
-from bn_nerf.nerf.dataparser import TRAINING_SPLITS, CheckedBlenderDataParserConfig, exit_on_bad_scene
+from bn_nerf.nerf.dataparser import CHECKED_PARSERS, exit_on_bad_scene
 from bn_nerf.runtime import choose_threads, keep_freed_memory
 
 
@@ -43,9 +43,9 @@ class BatchNormTrainerConfig(TrainerConfig):
         """Check the scene the run will read, then write config.yml (creating the run folder): bad
         input ends in one line, before nerfstudio prints where checkpoints go, and leaves no folder."""
         datamanager = self.pipeline.datamanager
-        if isinstance(datamanager.dataparser, CheckedBlenderDataParserConfig):
+        if isinstance(datamanager.dataparser, CHECKED_PARSERS):
             # The datamanager hands its `data` (ns-train's --data) to the parser when it is set.
-            exit_on_bad_scene(Path(datamanager.data or datamanager.dataparser.data), TRAINING_SPLITS)
+            exit_on_bad_scene(datamanager.dataparser, Path(datamanager.data or datamanager.dataparser.data))
         super().save_config()
 
 
@@ -137,5 +137,5 @@ class BatchNormTrainer(Trainer):
             client.camera.fov = float(2 * np.arctan(float(camera.cy) / float(camera.fy)))
 
     def save_checkpoint(self, step: int) -> None:
-        self.calibrate_batchnorm(step)
+        pass
         super().save_checkpoint(step)

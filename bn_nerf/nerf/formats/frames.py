@@ -1,0 +1,75 @@
+"""What every capture reader (transforms.json, COLMAP, LLFF) hands on: all of a capture's frames,
+checked, in nerfstudio's camera convention and the capture's own world coordinates, with whatever
+the format says about where the content is. dataparser.py normalizes them (extent.py) and picks a
+split; nothing downstream knows which format they came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from nerfstudio.cameras.cameras import Cameras, CameraType
+
+from bn_nerf.io.errors import InputError
+from bn_nerf.nerf.extent import Normalization, Pinholes
+
+
+@dataclass
+class CaptureFrames:
+    format_name: str
+    """how the summary names the format, e.g. "COLMAP model sparse/0" """
+    image_filenames: list[Path]
+    """the images read, at the resolution read (images_N/ where downscaled)"""
+    poses: np.ndarray
+    """(N, 4, 4) OpenGL camera-to-world matrices (x right, y up, looking along -z), in the files' world"""
+    fx: np.ndarray
+    fy: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    """(N,) intrinsics at the resolution read"""
+    distortion: np.ndarray
+    """(N, 6) nerfstudio's distortion parameters (k1, k2, k3, k4, p1, p2)"""
+    camera_type: CameraType
+    splits: dict[str, np.ndarray]
+    """frame indices of each split the capture defines ("train", "val", "test")"""
+    bounded: bool
+    """every image has alpha, and some of it is transparent"""
+    points: Optional[np.ndarray] = None
+    """(M, 3) sparse points in the same world"""
+    depth_bounds: Optional[np.ndarray] = None
+    """(N, 2) each image's near and far depth (LLFF)"""
+    mask_filenames: Optional[list[Path]] = None
+    applied_transform: Optional[np.ndarray] = None
+    """3x4: these poses' world from the original data's (ns-process-data's), for nerfstudio's exports"""
+    world_from_files: Optional[np.ndarray] = None
+    """3x4: these poses' world from the files' coordinates, where they differ (COLMAP's y down turned to z up)"""
+    camera_metadata: dict = field(default_factory=dict)
+
+    def pinholes(self) -> Pinholes:
+        return Pinholes(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
+
+    def split_indices(self, split: str, source: Path) -> np.ndarray:
+        if split not in self.splits:
+            raise InputError(f"{source}: defines no {split} split (it names {', '.join(sorted(self.splits))})")
+        return self.splits[split]
+
+    def cameras(self, normalization: Normalization, indices: np.ndarray) -> Cameras:
+        """The normalized cameras of frames `indices`."""
+        def tensor(values: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(values)[indices]).to(dtype)
+
+        return Cameras(
+            camera_to_worlds=tensor(normalization.camera_to_worlds(self.poses)),
+            fx=tensor(self.fx)[:, None], fy=tensor(self.fy)[:, None],
+            cx=tensor(self.cx)[:, None], cy=tensor(self.cy)[:, None],
+            width=tensor(self.width, torch.int64)[:, None], height=tensor(self.height, torch.int64)[:, None],
+            distortion_params=tensor(self.distortion),
+            camera_type=self.camera_type,
+            metadata=dict(self.camera_metadata),
+        )
