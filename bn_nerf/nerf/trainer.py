@@ -137,5 +137,5 @@ class BatchNormTrainer(Trainer):
             client.camera.fov = float(2 * np.arctan(float(camera.cy) / float(camera.fy)))
 
     def save_checkpoint(self, step: int) -> None:
-        pass
+        self.calibrate_batchnorm(step)
         super().save_checkpoint(step)
