@@ -94,9 +94,6 @@ class Normalization:
         normalized[:, :, 3] *= self.scale
         return normalized
 
-    def points(self, points: np.ndarray) -> np.ndarray:
-        return self.scale * (points @ self.transform[:, :3].T + self.transform[:, 3])
-
 
 def normalize_capture(
     format_name: str,
@@ -111,7 +108,7 @@ def normalize_capture(
     `points` (M, 3) or per-camera `depth_bounds` (N, 2: near, far; LLFF's) where it has them, all in
     the reader's world coordinates; `world_from_files` (3x4) maps the files' coordinates to those
     where they differ, so that the summary gives the centre in the files' coordinates."""
-    oriented_poses, orientation = camera_utils.auto_orient_and_center_poses(
+    _, orientation = camera_utils.auto_orient_and_center_poses(
         torch.from_numpy(poses).float(), method="vertical", center_method="poses"
     )
     orientation = orientation.double().numpy()
@@ -146,11 +143,11 @@ def normalize_capture(
     world_centre = np.linalg.solve(orientation[:, :3], centre - orientation[:, 3])
     if world_from_files is not None:
         world_centre = np.linalg.solve(world_from_files[:, :3], world_centre - world_from_files[:, 3])
-    size = (high - low) * BOX_MARGIN
+    span = high - low
     summary = (
-        f"{format_name}: {len(poses)} cameras; inner box [-1, 1]^3 = {size[0]:.3g} x {size[1]:.3g} x {size[2]:.3g} "
-        f"units of the files around ({world_centre[0]:.3g}, {world_centre[1]:.3g}, {world_centre[2]:.3g}), scale {scale:.4g}, "
-        f"from {evidence}; near {near:.3g}, far {far:.4g} (normalized); "
+        f"{format_name}, {len(poses)} cameras: scene box [-1, 1]^3 = a cube {2 / scale:.3g} units of the files across "
+        f"centred at ({world_centre[0]:.3g}, {world_centre[1]:.3g}, {world_centre[2]:.3g}) (scale {scale:.4g}), holding "
+        f"{evidence} ({span[0]:.3g} x {span[1]:.3g} x {span[2]:.3g}); near {near:.3g}, far {far:.4g} (normalized); "
         + ("bounded: the images have alpha" if bounded else "unbounded: the space beyond the box is contracted")
     )
     return Normalization(transform, scale, SceneExtent(bounded=bounded, near=near, far=far, summary=summary))

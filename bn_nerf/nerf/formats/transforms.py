@@ -126,6 +126,8 @@ def _intrinsics(transforms: Path, meta: dict, index: int, frame: dict, original:
     width, height = value("w"), value("h")
     if width is None and height is None:
         # instant-ngp reads the size from the image (nerfstudio would stop).
+        if not original.is_file():
+            raise InputError(f"{where}: states no image size (w, h), and {original} is missing to read it from")
         width, height = decode_all([original])[0].size
     for name, side in (("w", width), ("h", height)):
         if not is_number(side) or side <= 0 or side != int(side):
