@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import traceback
@@ -141,7 +142,7 @@ def _inputs(task: str, entries: tuple[str, ...], config_path: Path) -> list[tupl
         elif path.exists():
             files = [path]
         else:
-            raise InputError(f"{path}: no such file or folder (tasks.{task}.inputs in {config_path})")
+            raise InputError(f"{path}: no such file or folder (tasks.{task}.inputs in {config_path}){_how_to_fetch(path)}")
         for file in files:
             kind.load_input(file)
             inputs.append((file.name.split(".")[0], file.absolute()))
@@ -150,6 +151,17 @@ def _inputs(task: str, entries: tuple[str, ...], config_path: Path) -> list[tupl
     if repeated:
         raise InputError(f"{config_path}: tasks.{task}.inputs: two inputs are named '{repeated[0]}'")
     return inputs
+
+
+def _how_to_fetch(missing: Path) -> str:
+    """What to run first for a missing input the repository leaves out on purpose (Kodak, which
+    configs/table1/gpu-window.yaml and paper.yaml read), or nothing."""
+    folder = missing if missing.name.lower() == "kodak" else missing.parent
+    if folder.name.lower() != "kodak":
+        return ""
+    photo = re.fullmatch(r"kodim(\d\d)\.png", missing.name)
+    only_it = f" --photos {int(photo[1])}" if photo else ""
+    return f"; fetch Kodak first with `python scripts/fetch_kodak.py {folder}{only_it}` (needs the internet)"
 
 
 def _recorded_settings(cell: Cell) -> dict | None:
