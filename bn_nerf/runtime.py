@@ -1,5 +1,6 @@
-"""Process defaults a run chooses for itself (`bn-inr` tasks, `bn-nerf-demo`): how many CPU threads,
-and how freed memory is kept.
+"""Process defaults a run chooses for itself (`bn-inr` tasks and sweeps, `ns-train` with the plugin's
+methods, `bn-nerf-demo`): how many CPU threads, and how freed memory is kept; and the CPU's model
+name, with which every recorded figure names its machine.
 
 Threads: PyTorch starts one thread per core. On a quiet machine a second thread nearly halves a
 step; on a shared one whose other core is busy, two OpenMP threads wait on each other and a step
