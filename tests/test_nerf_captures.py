@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -275,16 +272,13 @@ def test_bad_capture_ends_in_one_line_naming_the_file_before_a_run_folder(copy_o
     assert not runs.exists()
 
 
-def test_ns_train_on_a_folder_of_no_format_says_what_it_looked_for(tmp_path):
-    runs = tmp_path / "runs"
+def test_a_run_on_a_folder_of_no_format_says_what_it_looked_for(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    result = subprocess.run(
-        [Path(sys.executable).parent / "ns-train", "bn-diner-cpu", "--data", tmp_path / "empty", "--vis", "tensorboard",
-         "--output-dir", runs],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
-    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'empty'}: {NO_FORMAT}"]
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        training_config(tmp_path / "empty", runs).save_config()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {tmp_path / 'empty'}: {NO_FORMAT}"]
     assert not runs.exists()
 
 
