@@ -35,13 +35,14 @@ class PaperDefaults:
     sizes: tuple[tuple[int, int], ...] = ()
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, defaults: PaperDefaults) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, defaults: PaperDefaults, size_default: str | None = None) -> None:
+    """`size_default`: how a command that does not take the paper's net size chooses it, for --help."""
     group = parser.add_argument_group("network and training")
     group.add_argument("--config", type=Path, help="JSON file of defaults for the options below (see configs/)")
     # No argparse `choices`: an unknown method gets resolve_run's one-line error, not a usage dump.
     group.add_argument("--method", help=f"network preset: {', '.join(PRESETS)} (default {defaults.method})")
-    group.add_argument("--depth", type=int, help=f"hidden layers (default {defaults.depth})")
-    group.add_argument("--width", type=int, help=f"features per hidden layer (default {defaults.width})")
+    group.add_argument("--depth", type=int, help=f"hidden layers (default {size_default or defaults.depth})")
+    group.add_argument("--width", type=int, help=f"features per hidden layer (default {size_default or defaults.width})")
     group.add_argument("--iterations", type=int, help=f"training iterations (default {defaults.iterations})")
     lr_help = f"Adam learning rate (default {defaults.learning_rate:g}"
     if defaults.normalized_learning_rate:
@@ -88,6 +89,15 @@ def paper_learning_rate(method: str, defaults: PaperDefaults) -> float:
     """The task's paper learning rate for `method`: the normalized nets' own where the paper gives one."""
     normalized = PRESETS[method].norm != "none"
     return defaults.normalized_learning_rate if normalized and defaults.normalized_learning_rate else defaults.learning_rate
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The options the user set, by flag or in the --config file (a flag wins): a command that
+    defaults an option otherwise than the paper (bn-inr encode's net size) does so only where this
+    leaves it out."""
+    values = _config_values(args.config)
+    values.update({name: getattr(args, name) for name in CONFIG_KEYS if getattr(args, name, None) is not None})
+    return values
 
 
 def resolve_run(args: argparse.Namespace, defaults: PaperDefaults) -> tuple[RunSpec, TrainConfig]:
