@@ -412,7 +412,7 @@ def test_checkpoint_carries_the_batch_statistics_of_the_training_rays(trained, m
 
     Measured here, the worst layer's median deviation (standard deviations, and variance ratio - 1):
     hierarchical sampler 0.006, occupancy sampler 0.009. Without the re-estimation (the running
-    averages of training) 0.24 and 0.064; for the hierarchical sampler, calibrating on samples over
+    averages of training) 0.24 and 0.10; for the hierarchical sampler, calibrating on samples over
     [0, far] instead of training's [near, far] gave 0.12 and 0.08."""
     trainer, _ = request.getfixturevalue(trained)
     model = trainer.pipeline.model
@@ -436,11 +436,14 @@ def test_checkpoint_carries_the_batch_statistics_of_the_training_rays(trained, m
             handle.remove()
     fields = 2 if model_options["sampler"] == "hierarchical" else 1  # coarse and fine, or the one field
     assert len(batch_statistics) == len(layers) == fields * (model_options["trunk_depth"] + model_options["colour_depth"])
+    deviations = {}
     for name, layer in layers.items():
         mean, variance = batch_statistics[name]
         scale = layer.running_var.sqrt().clamp_min(1e-3)
-        assert ((mean - layer.running_mean).abs() / scale).median() < 0.03, name
-        assert (variance / layer.running_var.clamp_min(1e-6)).median().sub(1).abs() < 0.03, name
+        deviations[name] = max(float(((mean - layer.running_mean).abs() / scale).median()),
+                               float((variance / layer.running_var.clamp_min(1e-6)).median().sub(1).abs()))
+    worst = max(deviations, key=deviations.get)
+    assert deviations[worst] < 0.03, (worst, deviations[worst])
 
 
 def test_eval_mode_renders_training_rays_as_well_as_train_mode(trained_bn_nerf):
