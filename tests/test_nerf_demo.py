@@ -1,12 +1,15 @@
 """bn-nerf-demo, the README's main job, shrunk to a few steps on a 24x24 scene: it writes the scene,
 trains, reports eval-mode test metrics -- those ns-eval measures on its checkpoint -- and a novel
-view that beat any constant render, and leaves a run nerfstudio can load."""
+view that beat any constant render, leaves a run nerfstudio can load, and says so on a console
+that fits a screen, nerfstudio's own output kept in its log."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
+import re
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +19,14 @@ import yaml
 from PIL import Image
 
 from bn_nerf.nerf import demo
+from bn_nerf.upstream_warnings import silence_known_upstream_warnings
 
 # Enough steps of the default method on a 24-pixel scene for its geometry to show.
 DEMO_STEPS = 60
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_thread_count():
-    previous = torch.get_num_threads()
-    yield
-    torch.set_num_threads(previous)  # the demo chooses its own
+# What the demo may print in all, stdout and stderr together: a screen.
+SCREEN_LINES = 40
+# A warning as Python prints it: "path:line: SomeWarning: message".
+WARNING_LINE = re.compile(r"^(?P<path>.+?):\d+: \w*Warning: ")
 
 
 def best_constant_psnr(images: list[np.ndarray]) -> float:
@@ -48,12 +49,14 @@ def split_on_white(scene: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, str]:
-    """One demo run for the tests that judge it: its output folder and what it printed."""
+    """One demo run for the tests that judge it, in its own process as a user starts it (pytest
+    would record the warnings an in-process run gives, and they must be judged as printed): its
+    output folder and everything it printed, stdout then stderr."""
     output = tmp_path_factory.mktemp("demo")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert demo.main(["--output", str(output), "--steps", str(DEMO_STEPS), "--size", "24"]) == 0
-    return output, printed.getvalue()
+    command = [sys.executable, "-m", "bn_nerf.nerf.demo", "--output", str(output), "--steps", str(DEMO_STEPS), "--size", "24"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert finished.returncode == 0, finished.stderr
+    return output, finished.stdout + finished.stderr
 
 
 def test_demo_trains_reports_and_renders_a_novel_view(demo_run):
@@ -79,6 +82,41 @@ def test_demo_trains_reports_and_renders_a_novel_view(demo_run):
     checkpoints = list((config.get_base_dir() / "nerfstudio_models").glob("*.ckpt"))
     assert checkpoints and any(key.endswith("running_var") for key in torch.load(checkpoints[0])["pipeline"])
     assert "ns-viewer --load-config" in printed
+
+
+def test_console_fits_a_screen_without_upstream_warnings_and_the_log_holds_nerfstudios_output(demo_run):
+    output, printed = demo_run
+    lines = printed.splitlines()
+    assert len(lines) <= SCREEN_LINES, printed
+    upstream = [line for line in lines if (match := WARNING_LINE.match(line)) and "bn_nerf" not in match["path"]]
+    assert not upstream, upstream
+    report = json.loads((output / "report.json").read_text())
+    # The summary gives the figures measured and where the files are.
+    for figure in (f"PSNR {report['test_psnr']:.2f} dB", f"SSIM {report['test_ssim']:.3f}",
+                   f"PSNR {report['novel_view_psnr']:.2f} dB", report["novel_view"], str(output / "report.json")):
+        assert figure in printed, figure
+    assert f"{DEMO_STEPS}/{DEMO_STEPS}" in printed  # the progress bar, at its end
+    log = Path(report["log"])
+    assert log == output / "train.log" and str(log) in printed
+    held = log.read_text()
+    # nerfstudio's set-up, its step table and its closing panel, for this run.
+    run_folder = str(Path(report["config"]).parent)
+    assert f"{run_folder}/nerfstudio_models" in held.replace("\n", "").replace(" ", "")
+    assert "Step (% Done)" in held and "Training Finished" in held
+    assert "Training Finished" not in printed and "Step (% Done)" not in printed
+
+
+def test_known_upstream_warnings_are_silenced_and_ours_are_not():
+    message = "Using a non-tuple sequence for multidimensional indexing is deprecated and will be changed"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_known_upstream_warnings()
+        warnings.warn_explicit(message, UserWarning, "cameras.py", 601, module="nerfstudio.cameras.cameras")
+        warnings.warn_explicit(message, UserWarning, "grid_model.py", 1, module="bn_nerf.nerf.grid_model")
+        warnings.warn_explicit("an upstream warning nobody listed", UserWarning, "cameras.py", 1,
+                               module="nerfstudio.cameras.cameras")
+    assert [(w.filename, str(w.message)) for w in caught] == [
+        ("grid_model.py", message), ("cameras.py", "an upstream warning nobody listed")]
 
 
 def test_reported_test_metrics_are_what_ns_eval_measures_on_the_checkpoint(demo_run, tmp_path):

@@ -10,21 +10,31 @@
    needs it) and no viewer is started unless asked.
 
 The run folder it prints loads in `ns-eval`, `ns-render` and `ns-viewer`.
+
+The console holds one progress bar (steps, elapsed time, ETA) and a summary of what was measured
+and where it was written; nerfstudio's own output (set-up, its step table, checkpoints) goes to
+`train.log` in the output folder, and the known upstream deprecation warnings are silenced
+(bn_nerf/upstream_warnings.py, installed on importing bn_nerf.nerf), so a warning that does reach
+the console is news: ours, or one nobody has looked at yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
 from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 METHODS = ("bn-diner-cpu", "bn-nerf-cpu")
@@ -60,11 +70,20 @@ def novel_camera(size: int):
     return camera, render_view(pose, size)
 
 
+def progress_bar(console: Console) -> Progress:
+    """Training's one progress bar: steps done, elapsed time and the ETA at the pace so far. Text that
+    reaches stderr while it runs (a warning) is printed above it, not through it."""
+    return Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, redirect_stdout=False)
+
+
 def train(method: str, normalization: str, scene: Path, output: Path, steps: int, threads: int | None,
-          viewer: bool) -> Path:
-    """nerfstudio's training loop on the method's registered configuration; returns config.yml."""
+          viewer: bool, console: Console, log: TextIO) -> Path:
+    """nerfstudio's training loop on the method's registered configuration, its output written to
+    `log` and its progress drawn on `console`; returns config.yml."""
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from nerfstudio.plugins.registry import discover_methods
-    from nerfstudio.scripts.train import train_loop
+    from nerfstudio.scripts.train import _set_random_seed
 
     config = copy.deepcopy(discover_methods()[0][method])
     config.pipeline.datamanager.data = scene
@@ -80,9 +99,25 @@ def train(method: str, normalization: str, scene: Path, output: Path, steps: int
     config.viewer.quit_on_train_completion = True  # the report follows training; ns-viewer reopens the run
     # Test metrics come once, from the saved checkpoint; periodic eval renders would only cost time.
     config.steps_per_eval_image = config.steps_per_eval_batch = config.steps_per_eval_all_images = steps + 1
-    config.set_timestamp()
-    config.save_config()
-    train_loop(local_rank=0, world_size=1, config=config)
+    # Its step table one line per report, not redrawn in place with cursor moves: it goes to a file.
+    config.logging.local_writer.max_log_size = 0
+    with contextlib.redirect_stdout(log):  # nerfstudio prints to stdout, through print and its rich CONSOLE
+        config.set_timestamp()
+        config.save_config()
+        # nerfstudio's train_loop, with the progress bar's callback added between set-up and training.
+        _set_random_seed(config.machine.seed)
+        trainer = config.setup(local_rank=0, world_size=1)
+        trainer.setup()
+    if viewer:
+        for line in trainer.viewer_state.viewer_info:
+            console.print(line)
+    with progress_bar(console) as progress:
+        task = progress.add_task("training", total=steps)
+        trainer.callbacks.append(TrainingCallback(
+            [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+            lambda step: progress.update(task, completed=step + 1)))
+        with contextlib.redirect_stdout(log):
+            trainer.train()
     return config.get_base_dir() / "config.yml"
 
 
@@ -140,29 +175,50 @@ def main(argv: list[str] | None = None) -> int:
     from bn_nerf.nerf.scene import write_scene
 
     started = time.perf_counter()
+    # Bound to this stdout now: while nerfstudio's output is redirected to the log, the bar and the
+    # summary still reach the user. Plain text: paths are neither styled, read as markup nor wrapped.
+    console = Console(file=sys.stdout, markup=False, highlight=False, soft_wrap=True)
+    args.output.mkdir(parents=True, exist_ok=True)
+    log_path = args.output / "train.log"
     scene = args.output / "scene"
+    console.print(f"bn-nerf-demo: {args.method} (normalization={args.normalization}), {steps} steps on the embedded "
+                  f"scene in {scene}; nerfstudio's log: {log_path}")
     if not (scene / "transforms_test.json").is_file():
         write_scene(scene, size=args.size)
-    config_path = train(args.method, args.normalization, scene, args.output / "runs", steps, args.threads, args.viewer)
-    trained = time.perf_counter()
-    report = evaluate(config_path, args.output, args.size)
+    with log_path.open("w") as log:
+        config_path = train(args.method, args.normalization, scene, args.output / "runs", steps, args.threads,
+                            args.viewer, console, log)
+        trained = time.perf_counter()
+        console.print("evaluating the checkpoint on the test views and the novel view (eval mode) ...")
+        with contextlib.redirect_stdout(log):
+            report = evaluate(config_path, args.output, args.size)
     report.update(
         method=args.method,
         normalization=args.normalization,
         config=str(config_path),
+        log=str(log_path),
         seconds_to_trained=round(trained - started, 1),
         total_seconds=round(time.perf_counter() - started, 1),
     )
-    (args.output / "report.json").write_text(json.dumps(report, indent=2))
-    print(
-        f"{args.method} (normalization={args.normalization}), {steps} steps: test PSNR {report['test_psnr']:.2f} dB, "
-        f"SSIM {report['test_ssim']:.3f} (eval mode); novel view PSNR {report['novel_view_psnr']:.2f} dB -> "
-        f"{report['novel_view']}; {report['total_seconds']:.0f} s in all\n"
-        f"  ns-eval --load-config {config_path} --output-path {args.output / 'eval.json'}\n"
-        f"  ns-viewer --load-config {config_path}"
-    )
+    report_path = args.output / "report.json"
+    report_path.write_text(json.dumps(report, indent=2))
+    console.print(summary(report, steps, report_path, args.output / "eval.json"))
     return 0
 
+
+def summary(report: dict, steps: int, report_path: Path, eval_path: Path) -> str:
+    """What the run measured and where it wrote it, in a few lines."""
+    minutes, seconds = divmod(round(report["total_seconds"]), 60)
+    novel_view = Path(report["novel_view"])
+    return "\n".join([
+        f"{report['method']} (normalization={report['normalization']}), {steps} steps: {minutes} min {seconds} s in all",
+        f"  test views ({report['test_images']}, eval mode): PSNR {report['test_psnr']:.2f} dB, SSIM {report['test_ssim']:.3f}",
+        f"  novel view: PSNR {report['novel_view_psnr']:.2f} dB -> {novel_view} "
+        f"(beside its truth: {novel_view.with_name('novel_view_vs_truth.png').name})",
+        f"  figures: {report_path}; nerfstudio's log: {report['log']}",
+        f"  ns-eval --load-config {report['config']} --output-path {eval_path}",
+        f"  ns-viewer --load-config {report['config']}",
+    ])
 
 if __name__ == "__main__":
     sys.exit(main())
