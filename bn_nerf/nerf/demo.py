@@ -220,5 +220,6 @@ def summary(report: dict, steps: int, report_path: Path, eval_path: Path) -> str
         f"  ns-viewer --load-config {report['config']}",
     ])
 
+
 if __name__ == "__main__":
     sys.exit(main())
