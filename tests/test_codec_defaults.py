@@ -1,6 +1,7 @@
 """`bn-inr encode`'s default net size: chosen from the image's pixel count so that a default file
-lands near DEFAULT_BITS_PER_PIXEL, and never chosen where --depth/--width, --config or
---target-bpp say otherwise. And the JPEG it is compared with: the smallest quality reaching a PSNR."""
+lands near DEFAULT_BITS_PER_PIXEL (on a small photo, just under JPEG's smallest file), and never
+chosen where --depth/--width, --config or --target-bpp say otherwise. And the JPEG it is compared
+with: the lowest quality that reaches a PSNR."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from skimage.transform import resize
 from bn_nerf import cli
 from bn_nerf.codec.compress import decoder_config
 from bn_nerf.codec.decode import IN_DIM, read_coded_image
-from bn_nerf.codec.encode import jpeg_at_psnr, jpeg_point
-from bn_nerf.codec.sizing import DEFAULT_BITS_PER_PIXEL, default_network_size, estimated_file_bits
-from bn_nerf.io.images import save_image
+from bn_nerf.codec.jpeg import jpeg_at_psnr, jpeg_point
+from bn_nerf.codec.sizing import (DEFAULT_BITS_PER_PIXEL, SHARE_OF_SMALLEST_JPEG, default_bits_per_pixel,
+                                  default_network_size, estimated_file_bits)
+from bn_nerf.io.images import load_image, save_image
 from bn_nerf.networks import build_from_config, method_config, stored_value_count
 
 METHOD = "bn+pe"
@@ -45,6 +47,14 @@ def test_default_size_grows_with_the_pixel_count_and_lands_near_the_rate():
     assert stored_weights(*sizes[0]) < stored_weights(10, 28) / 10
 
 
+def test_a_small_photo_aims_just_under_jpegs_smallest_file_and_a_large_one_at_the_default_rate():
+    small, large = photo(128, 128), photo(512, 768)
+    smallest_jpeg_bpp = jpeg_point(small, 1)[1] * 8 / (128 * 128)
+    assert SHARE_OF_SMALLEST_JPEG * smallest_jpeg_bpp > DEFAULT_BITS_PER_PIXEL  # JPEG's fixed cost dominates
+    assert default_bits_per_pixel(small) == pytest.approx(SHARE_OF_SMALLEST_JPEG * smallest_jpeg_bpp)
+    assert default_bits_per_pixel(large) == DEFAULT_BITS_PER_PIXEL
+
+
 def test_a_given_depth_or_width_is_kept_and_only_the_other_chosen():
     depth, width = default_network_size(CONFIG, METHOD, 3, 512, 768, depth=3)
     assert depth == 3 and width > default_network_size(CONFIG, METHOD, 3, 512, 768)[1]  # shallower, so wider
@@ -68,16 +78,17 @@ def encoded_size(photo_file, out, *options: str) -> tuple[int, int]:
 
 
 def test_encode_sizes_the_net_for_the_photo_unless_told(photo_file, tmp_path, capsys):
-    assert encoded_size(photo_file, tmp_path / "default.bnr") == default_network_size(CONFIG, METHOD, 3, 64, 96)
+    rate = default_bits_per_pixel(load_image(photo_file))
+    assert encoded_size(photo_file, tmp_path / "default.bnr") == default_network_size(CONFIG, METHOD, 3, 64, 96, rate)
     printed = capsys.readouterr().out
-    assert "sized for about 0.25 bpp at 96x64" in printed and "JPEG (Pillow)" in printed
+    assert f"sized for a file of about {rate:.2f} bpp at 96x64" in printed and "JPEG (Pillow)" in printed
     assert encoded_size(photo_file, tmp_path / "flags.bnr", "--depth", "3", "--width", "9") == (3, 9)
     config = tmp_path / "size.json"
     config.write_text(json.dumps({"depth": 4, "width": 6}))
     assert encoded_size(photo_file, tmp_path / "config.bnr", "--config", str(config)) == (4, 6)
     assert "sized for" not in capsys.readouterr().out
     assert encoded_size(photo_file, tmp_path / "depth.bnr", "--depth", "3") == \
-        default_network_size(CONFIG, METHOD, 3, 64, 96, depth=3)
+        default_network_size(CONFIG, METHOD, 3, 64, 96, rate, depth=3)
     assert encoded_size(photo_file, tmp_path / "rate.bnr", "--target-bpp", "2") == \
         default_network_size(CONFIG, METHOD, 3, 64, 96, bits_per_pixel=2)
 

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn.utils import parametrize
 
-from bn_nerf.codec.compress import (AUTO_BITS_PSNR_LOSS, check_image_size, decoder_config, encode_network, psnr_uint8,
-                                    smallest_file_bytes)
+from bn_nerf.codec.compress import AUTO_BITS_PSNR_LOSS, check_image_size, decoder_config, encode_network, smallest_file_bytes
+from bn_nerf.codec.jpeg import HIGHEST_QUALITY, jpeg_at_psnr
 from bn_nerf.codec.quantize import BIT_DEPTHS, equalize_channel_ranges, fake_quantized, quantization_step
-from bn_nerf.codec.sizing import DEFAULT_BITS_PER_PIXEL, default_network_size
+from bn_nerf.codec.sizing import DEFAULT_BITS_PER_PIXEL, default_bits_per_pixel, default_network_size
 from bn_nerf.io.errors import InputError
 from bn_nerf.io.images import load_image, require_output_folder
 from bn_nerf.networks import NetworkConfig, fold_normalization, method_config
@@ -60,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     coding.add_argument("--qat-steps", type=int, default=0,
                         help="quantization-aware fine-tuning steps of the folded network before coding (default 0)")
     add_run_arguments(parser, PAPER_DEFAULTS,
-                      size_default=f"sized for a file of about {DEFAULT_BITS_PER_PIXEL:g} bpp of the image, or "
-                                   f"--target-bpp: more pixels, a larger net")
+                      size_default=f"sized for a file of about {DEFAULT_BITS_PER_PIXEL:g} bpp (on a small image, "
+                                   f"just under JPEG's smallest file), or --target-bpp: more pixels, a larger net")
 
 
 def _check_coding_arguments(args: argparse.Namespace) -> None:
@@ -123,56 +121,31 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def jpeg_point(target: np.ndarray, quality: int) -> tuple[int, int, float]:
-    """(quality, bytes, PSNR) of Pillow's JPEG of `target` ((H, W, C) floats in [0, 1], rounded to
-    8 bits), PSNR against `target` as the coded file's is measured."""
-    pixels = np.round(np.clip(target, 0.0, 1.0) * 255).astype(np.uint8)
-    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert(image.mode)).reshape(pixels.shape)
-    return quality, buffer.tell(), psnr_uint8(decoded, target)
-
-
-def jpeg_at_psnr(target: np.ndarray, psnr: float) -> tuple[int, int, float]:
-    """`jpeg_point` of the lowest quality (1-95) that reaches `psnr`, by bisection (PSNR grows with
-    quality), or of quality 95 when none does."""
-    lowest, highest = jpeg_point(target, 1), jpeg_point(target, 95)
-    if lowest[2] >= psnr or highest[2] < psnr:
-        return lowest if lowest[2] >= psnr else highest
-    # Invariant: `highest` reaches the PSNR, `lowest` does not.
-    while highest[0] - lowest[0] > 1:
-        middle = jpeg_point(target, (lowest[0] + highest[0]) // 2)
-        if middle[2] >= psnr:
-            highest = middle
-        else:
-            lowest = middle
-    return highest
-
-
 def _jpeg_line(target: np.ndarray, encoded_bytes: int, psnr: float) -> str:
     """The JPEG of the coded file's PSNR, beside the file: what the codec is up against."""
     quality, jpeg_bytes, jpeg_psnr = jpeg_at_psnr(target, psnr)
     jpeg = f"{jpeg_bytes} bytes, {jpeg_bytes * 8 / (target.shape[0] * target.shape[1]):.4f} bpp, {jpeg_psnr:.2f} dB"
     if jpeg_psnr < psnr:
-        return f"JPEG (Pillow) does not reach {psnr:.2f} dB even at quality 95 ({jpeg})"
+        return f"JPEG (Pillow) does not reach {psnr:.2f} dB even at quality {HIGHEST_QUALITY} ({jpeg})"
     reached = "its smallest file, quality 1, already reaches it" if quality == 1 else f"quality {quality} reaches it"
     return f"JPEG (Pillow): {reached} ({jpeg}); this file is {encoded_bytes / jpeg_bytes:.2f}x its size"
 
 
-def _with_default_size(args: argparse.Namespace, config: NetworkConfig, method: str, image_shape: tuple[int, ...],
+def _with_default_size(args: argparse.Namespace, config: NetworkConfig, method: str, image: np.ndarray,
                        label: str) -> argparse.Namespace:
     """`args` with the net size chosen for the image where neither a flag nor --config gives it,
     that choice said in one line."""
     given = given_options(args)
     if "depth" in given and "width" in given:
         return args
-    height, width, channels = image_shape
-    bits_per_pixel = args.target_bpp or DEFAULT_BITS_PER_PIXEL
+    height, width, channels = image.shape
+    bits_per_pixel = args.target_bpp or default_bits_per_pixel(image)
     depth, hidden_width = default_network_size(config, method, channels, height, width, bits_per_pixel,
                                                given.get("depth"), given.get("width"))
-    print(f"{label}: {method} {depth}x{hidden_width}, sized for about {bits_per_pixel:g} bpp at {width}x{height} "
-          f"(--depth/--width choose another)")
+    why = "--target-bpp" if args.target_bpp else \
+        "the default" if bits_per_pixel == DEFAULT_BITS_PER_PIXEL else "just under JPEG's smallest file"
+    print(f"{label}: {method} {depth}x{hidden_width}, sized for a file of about {bits_per_pixel:.2f} bpp at "
+          f"{width}x{height} ({why}; --depth/--width choose another)")
     sized = copy.copy(args)
     sized.depth, sized.width = depth, hidden_width
     return sized
@@ -191,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     validate_run(spec, train)
     config = method_config(spec.method, **spec.overrides)
     decoder_config(config, f"method '{spec.method}'")
-    args = _with_default_size(args, config, spec.method, image.shape, label)
+    args = _with_default_size(args, config, spec.method, image, label)
     spec, train = resolve_run(args, PAPER_DEFAULTS)
     target_bytes = None
     if args.target_bpp is not None:
