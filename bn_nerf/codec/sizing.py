@@ -1,11 +1,11 @@
-"""The network size `bn-inr encode` picks when none is given: stored weights in proportion to pixels.
+"""The network size `bn-inr encode` picks when none is given: stored weights that grow with the pixels.
 
 The paper's image nets are sized for Kodak's 768x512 photos; on a 128x128 photo its 10x28 net made
 a 4.89 bpp file (24.2 dB) where JPEG at quality 92 took 4.66 bpp for 30.9 dB. A coordinate network
 is competitive only at low rates: on 4 Kodak photos at 384x256 (BENCHMARKS.md "Image codec") BN+PE
 5x20 files of 0.22-0.25 bpp beat JPEG at equal bytes on each photo, and JPEG led every network above
 0.4 bpp. So the default net is the largest whose file is estimated to fit DEFAULT_BITS_PER_PIXEL of
-the image, and a photo of a sixth of the pixels gets a sixth of the weights. On a small photo
+the image: a photo of a sixth of the pixels gets about a sixth of the coded bits. On a small photo
 JPEG's fixed cost (headers and tables, about 600 bytes) puts even its smallest file far above that
 rate, so there the default aims just below JPEG's smallest file instead (`default_bits_per_pixel`).
 `--depth`/`--width` (or a --config) fix the size; `--target-bpp` replaces the rate it is chosen for.
