@@ -24,10 +24,15 @@ unbiased variance), `running_mean`/`running_var`/`weight`/`bias` in the same mod
 statistics (eval mode) BN is a fixed affine map and is folded into the neighbouring Linear on the fly,
 so eval-mode inference costs what the folded network costs.
 
+Across processes (`norms.CrossProcessBatchNorm1d`) the statistics come from `norms.batch_statistics`,
+which sums every process's moments, and the backward sums its two per-channel reductions (d scale and
+d shift after the activation, sum(g) and sum(g z) before it) across the processes before forming the
+input gradient with the whole batch's count; the weight, bias, gamma and beta gradients stay this
+process's own, for DistributedDataParallel to average. With a plain BatchNorm1d neither sum runs.
+
 `networks/mlp.py` decides where these are used; `fusable` says when they may be: not for modules
-with hooks (those must see the BN's input, e.g. `reestimate_batchnorm`), not for SyncBatchNorm or
-under torch.distributed (statistics must be reduced across devices), not under torch.func transforms
-or torch.compile, not for complex layers.
+with hooks (those must see the BN's input, e.g. `reestimate_batchnorm`), not for torch's SyncBatchNorm
+(it keeps its own forward), not under torch.func transforms or torch.compile, not for complex layers.
 """
 
 from __future__ import annotations
@@ -38,7 +43,11 @@ from torch.nn.modules import module as module_hooks
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bn_nerf.networks.matmul import column_sums, matmul_transposed
-from bn_nerf.networks.norms import batchnorm_affine
+from bn_nerf.networks.norms import (CrossProcessBatchNorm1d, batch_statistics, batchnorm_affine, sum_across_processes,
+                                    uses_batch_statistics)
+
+# The BatchNorm kinds these Functions compute exactly as the module's own forward would.
+FUSABLE_BATCHNORMS = (nn.BatchNorm1d, CrossProcessBatchNorm1d)
 
 
 def _hooked(module: nn.Module) -> bool:
@@ -55,10 +64,8 @@ def fusable(x: torch.Tensor, *modules: nn.Module) -> bool:
     """Whether input `x` may go through these Linear/BatchNorm modules as one autograd Function."""
     if x.is_complex() or _global_hooks() or any(_hooked(m) for m in modules):
         return False
-    if any(isinstance(m, _BatchNorm) and type(m) is not nn.BatchNorm1d for m in modules):
+    if any(isinstance(m, _BatchNorm) and type(m) not in FUSABLE_BATCHNORMS for m in modules):
         return False  # SyncBatchNorm and other BatchNorm kinds keep their own forward
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return False
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return False
     return all(p.dtype == x.dtype for m in modules for p in m.parameters(recurse=False))
@@ -91,27 +98,6 @@ def linear(x: torch.Tensor, layer: nn.Linear, weight: torch.Tensor | None = None
     return _Linear.apply(x.contiguous(), weight, bias)
 
 
-def _uses_batch_statistics(norm: nn.BatchNorm1d) -> bool:
-    return norm.training or norm.running_mean is None
-
-
-def batch_statistics(norm: nn.BatchNorm1d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and biased variance of x's columns, updating `norm`'s running statistics exactly as
-    its own train-mode forward would."""
-    if x.shape[0] < 2:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
-    running_mean = running_var = None
-    factor = 0.0
-    if norm.training and norm.track_running_stats:
-        running_mean, running_var = norm.running_mean, norm.running_var
-        factor = norm.momentum or 0.0
-        if norm.num_batches_tracked is not None:
-            norm.num_batches_tracked.add_(1)
-            if norm.momentum is None:  # a cumulative average
-                factor = 1.0 / float(norm.num_batches_tracked)
-    return torch.batch_norm_update_stats(x, running_mean, running_var, factor)
-
-
 class _NormalizedLinear(torch.autograd.Function):
     """BatchNorm with batch statistics and a Linear, as one Function; see the module docstring.
 
@@ -124,7 +110,7 @@ class _NormalizedLinear(torch.autograd.Function):
         ctx.placement = placement
         ctx.has_bias = bias is not None
         if placement == "after":
-            mean, variance = batch_statistics(norm, x)
+            mean, variance, ctx.count, ctx.group = batch_statistics(norm, x)
             rstd = torch.rsqrt(variance + norm.eps)
             scale = rstd if gamma is None else rstd * gamma
             shift = -scale * mean if beta is None else beta - scale * mean
@@ -141,7 +127,7 @@ class _NormalizedLinear(torch.autograd.Function):
             ctx.save_for_backward(inputs, weight, folded, scale, shift, mean, rstd, gamma)
             return matmul_transposed(inputs, weights, folded_bias)
         z = matmul_transposed(x, weight, bias)
-        mean, variance = batch_statistics(norm, z)
+        mean, variance, ctx.count, ctx.group = batch_statistics(norm, z)
         rstd = torch.rsqrt(variance + norm.eps)
         scale = rstd if gamma is None else rstd * gamma
         shift = -scale * mean if beta is None else beta - scale * mean
@@ -158,7 +144,7 @@ class _NormalizedLinear(torch.autograd.Function):
     @staticmethod
     def _backward_after(ctx, grad):
         inputs, weight, folded, scale, shift, mean, rstd, gamma = ctx.saved_tensors
-        count, width = inputs.shape[0], folded.shape[1]
+        count, width = ctx.count, folded.shape[1]
         needs_x, needs_extra, needs_weight, needs_bias, needs_gamma, needs_beta = ctx.needs_input_grad[:6]
         grad_sum = column_sums(grad)
         product = grad.T @ inputs  # the weight gradient's product; BN's reductions come with it
@@ -176,6 +162,8 @@ class _NormalizedLinear(torch.autograd.Function):
         grad_beta = grad_shift if needs_beta else None
         grad_x = grad_extra = None
         if needs_x:
+            if ctx.group is not None:  # the batch's mean and variance depend on every process's share
+                grad_scale, grad_shift = sum_across_processes(ctx.group, grad_scale, grad_shift)
             grad_rstd = grad_scale if gamma is None else grad_scale * gamma
             grad_variance = -0.5 * grad_rstd * rstd.pow(3)
             # d mean / dx = 1/n and d variance / dx = 2 (x - mean) / n give the affine c1 + c2 x.
@@ -190,12 +178,15 @@ class _NormalizedLinear(torch.autograd.Function):
     @staticmethod
     def _backward_before(ctx, grad):
         x, weight, z, scale, mean, rstd = ctx.saved_tensors
-        count = x.shape[0]
+        count = ctx.count
         needs_x, _, needs_weight, needs_bias, needs_gamma, needs_beta = ctx.needs_input_grad[:6]
         grad_sum = column_sums(grad)
         grad_normalized = rstd * (column_sums(grad * z) - mean * grad_sum)
-        coefficient = -scale * rstd * grad_normalized / count
-        offset = -scale * grad_sum / count - coefficient * mean
+        total_normalized, total_sum = grad_normalized, grad_sum
+        if ctx.group is not None:  # the batch's mean and variance depend on every process's share
+            total_normalized, total_sum = sum_across_processes(ctx.group, grad_normalized, grad_sum)
+        coefficient = -scale * rstd * total_normalized / count
+        offset = -scale * total_sum / count - coefficient * mean
         grad_z = torch.addcmul(offset, grad, scale)
         grad_z.addcmul_(z, coefficient)
         grad_x = matmul_transposed(grad_z, weight.T) if needs_x else None
@@ -209,7 +200,7 @@ class _NormalizedLinear(torch.autograd.Function):
 def batchnorm_then_linear(x: torch.Tensor, extra: torch.Tensor | None, norm: nn.BatchNorm1d,
                           layer: nn.Linear) -> torch.Tensor:
     """layer(cat(norm(x), extra)) -- BN after an activation x, folded into the Linear it feeds."""
-    if _uses_batch_statistics(norm):
+    if uses_batch_statistics(norm):
         return _NormalizedLinear.apply(x.contiguous(), None if extra is None else extra.to(x.dtype).contiguous(),
                                        layer.weight, layer.bias, norm.weight, norm.bias, norm, "after")
     scale, shift = batchnorm_affine(norm)
@@ -227,7 +218,7 @@ def batchnorm_then_linear(x: torch.Tensor, extra: torch.Tensor | None, norm: nn.
 
 def linear_then_batchnorm(x: torch.Tensor, layer: nn.Linear, norm: nn.BatchNorm1d) -> torch.Tensor:
     """norm(layer(x)) -- BN on a Linear's output, before the activation."""
-    if _uses_batch_statistics(norm):
+    if uses_batch_statistics(norm):
         return _NormalizedLinear.apply(x.contiguous(), None, layer.weight, layer.bias, norm.weight, norm.bias,
                                        norm, "before")
     scale, shift = batchnorm_affine(norm)
