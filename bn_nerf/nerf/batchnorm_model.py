@@ -3,7 +3,8 @@ for BatchNorm, and the options its configuration carries for it.
 
 BatchNorm semantics:
   - training: every field call sees all samples of all rays of the batch, so BN normalizes with the
-    statistics of the whole ray batch;
+    statistics of the whole ray batch -- on several processes, of every process's share of it
+    (`use_sync_batchnorm_when_distributed`, bn_nerf.networks.norms);
   - eval (ns-eval, ns-render, the viewer): running statistics;
   - checkpoints: before one is written the running statistics are replaced by the exact statistics
     of one large batch of training rays under the final weights (`reestimate_batchnorm_statistics`,
@@ -17,14 +18,13 @@ from dataclasses import dataclass
 from typing import Dict
 
 import torch
-import torch.distributed as dist
 
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.model_components.scene_colliders import NearFarCollider
 
 from bn_nerf.nerf.fields import Normalization, NormPlacement
 from bn_nerf.networks import convert_to_sync_batchnorm
-from bn_nerf.networks.norms import batchnorm_layers
+from bn_nerf.networks.norms import batchnorm_layers, synchronize_batchnorm
 
 
 @dataclass
@@ -55,20 +55,22 @@ def training_interval_collider(collider_params: Dict[str, float]) -> NearFarColl
 
 
 class BatchNormModelMixin(abc.ABC):
-    """What every plugin model adds to a nerfstudio Model for BatchNorm: SyncBatchNorm across devices
-    and running statistics re-estimated from training rays (called by bn_nerf.nerf.trainer)."""
+    """What every plugin model adds to a nerfstudio Model for BatchNorm: statistics synced across
+    processes and running statistics re-estimated from training rays (called by bn_nerf.nerf.trainer)."""
 
     @property
     def has_batchnorm(self) -> bool:
         return bool(batchnorm_layers(self))
 
     def use_sync_batchnorm(self) -> None:
+        """torch's SyncBatchNorm for every BN layer, whatever the process group (it runs on CUDA)."""
         convert_to_sync_batchnorm(self)  # converts the BN layers below the model in place
 
     def use_sync_batchnorm_when_distributed(self) -> None:
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            # Several devices: BN statistics must span the whole batch, not each device's share.
-            self.use_sync_batchnorm()
+        """In a group of several processes BN statistics must span the whole batch, not each process's
+        share: the fields' BN layers are built synced there (bn_nerf.networks.norms picks torch's
+        SyncBatchNorm on NCCL, an all-reduce elsewhere); this converts any built before the group."""
+        synchronize_batchnorm(self)
 
     @torch.no_grad()
     def reestimate_batchnorm_statistics(self, rays: RayBundle) -> int:

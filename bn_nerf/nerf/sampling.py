@@ -34,6 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from bn_nerf.nerf.contraction import Contraction
+from bn_nerf.nerf.distributed import (agree_random_states, copy_from_first_process, evaluated_in_shares,
+                                      random_states_agree, world_size)
 
 logger = logging.getLogger(__name__)
 
@@ -123,17 +125,31 @@ class OccupancyGrid(nn.Module):
         self.estimator.binaries.fill_(True)
 
     def update(self, step: int, density_at: DensityAt) -> None:
-        """Refresh the grid from the field's density every `update_every` training steps."""
+        """Refresh the grid from the field's density every `update_every` training steps.
+
+        On several processes (torch.distributed) that keep their random states agreeing, every one
+        draws the same cells and points, evaluates the density at its share of them, and the shares
+        are summed into the whole on each: the same grid everywhere, for 1/processes of the
+        evaluation. Where their states are their own, each refreshes alone and takes the first
+        process's grid."""
         settings = self.settings
         to_world = self.contraction.inverse if self.contraction is not None else (lambda points: points)
+
+        def occupancy_at(points: Tensor) -> Tensor:
+            return density_at(to_world(points)) * settings.render_step_size
+
+        if random_states_agree() and step % settings.update_every == 0:
+            agree_random_states()
         self.estimator.update_every_n_steps(
             step=step,
-            occ_eval_fn=lambda points: density_at(to_world(points)) * settings.render_step_size,
+            occ_eval_fn=evaluated_in_shares(occupancy_at) if random_states_agree() else occupancy_at,
             occ_thre=settings.occupancy_threshold,
             ema_decay=settings.decay,
             warmup_steps=settings.warmup_steps,
             n=settings.update_every,
         )
+        if world_size() > 1 and not random_states_agree() and step % settings.update_every == 0:
+            copy_from_first_process(self.estimator.occs, self.estimator.binaries)
 
     @property
     def marcher(self) -> str:

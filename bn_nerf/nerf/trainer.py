@@ -23,12 +23,14 @@ import viser
 import viser.transforms as vtf
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils import comms
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
 
 from bn_nerf.io.errors import exiting_on_input_error
 from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin
 from bn_nerf.nerf.dataparser import CHECKED_PARSERS, exit_on_bad_scene
+from bn_nerf.nerf.distributed import next_train_share, threads_per_process
 from bn_nerf.runtime import choose_threads, keep_freed_memory
 
 
@@ -58,8 +60,10 @@ class BatchNormTrainer(Trainer):
     def __init__(self, config: TrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         super().__init__(config, local_rank, world_size)
         # The run folder is this run's to remove only while it holds nothing but the config.yml just
-        # saved: a --timestamp naming an earlier run's folder is never removed.
-        self.run_folder_is_new = local_rank == 0 and self.base_dir.is_dir() and os.listdir(self.base_dir) == ["config.yml"]
+        # saved: a --timestamp naming an earlier run's folder is never removed. Of several processes,
+        # the first alone writes into it (nerfstudio's rule) and removes it.
+        self.run_folder_is_new = (comms.is_main_process() and self.base_dir.is_dir()
+                                  and os.listdir(self.base_dir) == ["config.yml"])
         self.completed_a_step = False
 
     @contextlib.contextmanager
@@ -84,8 +88,9 @@ class BatchNormTrainer(Trainer):
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         if self.device == "cpu":
             # On a shared CPU two OpenMP threads can take several times as long as one (BENCHMARKS.md):
-            # measure, as bn-inr's runs do.
-            CONSOLE.print(f"{self.config.method_name}: {choose_threads(self.config.threads, torch.device('cpu')).line}")
+            # measure, as bn-inr's runs do. Several processes on one machine split its cores.
+            threads = self.config.threads or threads_per_process()
+            CONSOLE.print(f"{self.config.method_name}: {choose_threads(threads, torch.device('cpu')).line}")
         # A step allocates and frees activations of hundreds of MB; glibc would return them to the
         # kernel and page-fault them back every step.
         keep_freed_memory()
@@ -107,18 +112,12 @@ class BatchNormTrainer(Trainer):
 
     def calibrate_batchnorm(self, step: int) -> None:
         """Replace the running statistics by the exact ones of one batch of `batchnorm_calibration_rays`
-        training rays (one batch, so that the re-estimation takes one pass through each field)."""
+        training rays (one batch, so that the re-estimation takes one pass through each field). On
+        several processes every one takes its share of the batch and ends with the union's statistics."""
         model = self.pipeline.model
         if not (isinstance(model, BatchNormModelMixin) and model.has_batchnorm):
             return
-        datamanager = self.pipeline.datamanager
-        sampler = datamanager.train_pixel_sampler
-        rays_per_step = sampler.num_rays_per_batch
-        sampler.set_num_rays_per_batch(model.config.batchnorm_calibration_rays)
-        try:
-            rays, _ = datamanager.next_train(step)
-        finally:
-            sampler.set_num_rays_per_batch(rays_per_step)
+        rays, _, _ = next_train_share(self.pipeline.datamanager, step, model.config.batchnorm_calibration_rays)
         # The viewer renders from another thread and toggles train/eval under this lock.
         with self.train_lock:
             model.reestimate_batchnorm_statistics(rays)
