@@ -62,6 +62,11 @@ class OccupancyGridOptions:
     """Train on a random background colour per ray where the images have alpha: the field cannot then
     paint empty space the background's colour (a white fog on white), so empty space becomes empty
     and the occupancy grid can skip it."""
+    stratified_training: bool = True
+    """Jitter each training ray's samples by a random fraction of a step, so that over the steps they
+    cover the whole ray (instant-ngp's and nerfacc's marching). Off, training samples sit where eval
+    samples do, and a step depends on its rays alone -- with the random background off too, as a
+    comparison of process counts needs (tests/test_nerf_distributed.py)."""
     occupancy_resolution: int = 128
     """Occupancy grid cells per axis over the scene box."""
     render_step_size: float = 0.005
@@ -167,7 +172,8 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         origins, directions = ray_bundle.origins.reshape(-1, 3), ray_bundle.directions.reshape(-1, 3)
         nears = ray_bundle.nears if ray_bundle.nears is not None else torch.zeros_like(origins[:, :1])
         fars = ray_bundle.fars if ray_bundle.fars is not None else torch.full_like(origins[:, :1], 1e10)
-        samples = self.occupancy_grid.sample(origins, directions, nears, fars, stratified=self.training)
+        samples = self.occupancy_grid.sample(origins, directions, nears, fars,
+                                             stratified=self.training and self.config.stratified_training)
         background = self.renderer_rgb.get_background_color(self.config.background_color, (num_rays, 3), origins.device)
         outputs = {
             "rgb": background,
@@ -209,7 +215,7 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         image = self.renderer_rgb.blend_background(batch["image"].to(self.device))
         training_psnr = psnr(outputs["rgb"], image)
         if self.training:
-            self.health.record(float(training_psnr), float((outputs["num_samples_per_ray"] == 0).float().mean()))
+            self.health.record(float(training_psnr.detach()), float((outputs["num_samples_per_ray"] == 0).float().mean()))
         return {
             "psnr": training_psnr,
             # What nerfstudio's dynamic-batch pipeline sizes the next step's ray count by.
