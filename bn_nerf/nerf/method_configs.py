@@ -8,6 +8,11 @@ become its own BN-off baseline, so a side-by-side run changes nothing else.
   bn-diner      DINER: a single-level table in front of a small BN MLP, rendered with an occupancy grid.
   bn-nerf-cpu   CPU-practical preset of bn-nerf: a smaller field behind a coarser grid (not the paper's).
   bn-diner-cpu  CPU-practical preset of bn-diner: a dense table, coarser marching, fewer rays.
+
+Every method reads its `--data` folder through bn_nerf.nerf.dataparser, which recognises the format
+(Blender, transforms.json, COLMAP, LLFF) and derives the scene's extent; the grid-rendered models take
+their scene handling from it (a bounded box for Blender; contraction beyond the box, the data's near
+and far, for a capture), so one preset serves both kinds of scene.
 """
 
 from __future__ import annotations
