@@ -127,6 +127,8 @@ def benchmark_scene(scene: Path, labels: list[str], minutes: list[float], output
     budgets = [60.0 * m for m in sorted(minutes)]
     trainers = {label: setup_trainer(configured(label, downscale_factor), scene, output / label, "cpu")
                 for label in labels}
+    for trainer in trainers.values():
+        trainer.config.save_config()  # the config.yml ns-eval loads the run's checkpoints with
     records = {label: TrainingRecord() for label in labels}
     pixels = TestPixels(next(iter(trainers.values())).pipeline, CHECK_PIXELS)
 
