@@ -3,6 +3,10 @@
     python scripts/gpu_check.py                  # on a CUDA machine
     python scripts/gpu_check.py --smoke          # the same checks, shrunk, on any device (the test suite runs this)
 
+First, on CUDA: the suite's CUDA test (tests/test_nerf_plugin.py, SyncBatchNorm trains a step in a
+one-process NCCL group) and the CPU tests of BatchNorm and training across processes
+(tests/test_nerf_distributed.py), through pytest; their outcome is the SyncBatchNorm row's `pytest`.
+
 Checks: bn-diner and its BN-off twin (DINER) for a fixed number of steps on a generated 400x400 scene,
 with the occupancy grid marched by nerfacc's CUDA kernel where it loads; bn-nerf (the paper's 8x256
 field) behind the same occupancy grid, with BN and without, for a fixed number of steps; a few hundred
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +30,20 @@ import torch
 
 from bn_nerf.nerf.budget import method_config, setup_trainer, test_metrics, train
 from bn_nerf.nerf.scene import write_scene
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# The multi-device path's tests: the CUDA one is skipped wherever CUDA is absent, so it runs here first.
+DISTRIBUTED_TESTS = ["tests/test_nerf_plugin.py::test_syncbatchnorm_model_trains_a_step_on_cuda",
+                     "tests/test_nerf_distributed.py"]
+
+
+def distributed_tests() -> str:
+    """pytest's summary line for DISTRIBUTED_TESTS (e.g. '5 passed in 41.20s')."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DISTRIBUTED_TESTS],
+                            cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return lines[-1].strip("= ") if lines else f"pytest exited {result.returncode}: {result.stderr[-300:]}"
 
 
 def device_name(device: str) -> str:
@@ -55,8 +74,9 @@ def radiance_run(label: str, method: str, normalization: str, steps: int, scene:
     return row
 
 
-def sync_batchnorm_check(device: str) -> dict:
-    """Conversion keeps the checkpoint's keys; on CUDA, one step trains in a one-process group."""
+def sync_batchnorm_check(device: str, pytest_summary: str | None) -> dict:
+    """Conversion keeps the checkpoint's keys; on CUDA, one step trains in a one-process group, and the
+    distributed tests' pytest summary (run first)."""
     from bn_nerf.nerf.fields import make_nerf_field
     from bn_nerf.networks import convert_to_sync_batchnorm
 
@@ -66,6 +86,8 @@ def sync_batchnorm_check(device: str) -> dict:
     layers = [m for m in field.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     converted = bool(layers) and all(isinstance(m, torch.nn.SyncBatchNorm) for m in layers) and set(field.state_dict()) == keys
     row = {"check": "SyncBatchNorm", "converted_layers": len(layers), "keys_unchanged": converted}
+    if pytest_summary is not None:
+        row["pytest"] = pytest_summary
     if device == "cuda":
         import torch.distributed as dist
         from nerfstudio.cameras.rays import Frustums, RaySamples
@@ -103,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = "cuda" if cuda else "cpu"
     started = time.perf_counter()
+    # The one check of the multi-device path on a GPU, before anything else can fail: a minute of pytest.
+    pytest_summary = distributed_tests() if cuda else None
     scene = args.output / "scene"
     if args.smoke:
         write_scene(scene, size=16, views={"train": 4, "val": 1, "test": 1})
@@ -126,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                      sampler="occupancy"),
         radiance_run("bn-nerf hierarchical (BN)", "bn-nerf", "batch", hierarchical_steps, scene, runs, device,
                      nerf_shrink, rays, sampler="hierarchical"),
-        sync_batchnorm_check(device),
+        sync_batchnorm_check(device, pytest_summary),
     ]
     try:
         import tinycudann  # noqa: F401
