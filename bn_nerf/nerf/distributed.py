@@ -72,7 +72,7 @@ def agree_random_states() -> None:
     """Copy the first process's torch random states (CPU, device) to every process, before draws that
     must be the same everywhere -- a global ray batch, a grid refresh's cells. In between, a process's
     own draws (the jitter and background of its share of rays) can differ in number from another's,
-    when their shares do: one 5 KB message."""
+    when their shares do. A 5 KB message (and 16 bytes for CUDA's generator)."""
     if not random_states_agree():
         return
     device = _agreeing_device
