@@ -83,8 +83,10 @@ def rising(steps: int, rise: float) -> list[float]:
 
 @pytest.mark.parametrize("psnrs, empty, warned, symptom", [
     (rising(CHECK_AT_STEP, 8.0), 0.1, False, None),
+    # Half the rays of a Blender scene may pass through empty space to the background.
+    (rising(CHECK_AT_STEP, 8.0), 0.55, False, None),
     (rising(CHECK_AT_STEP, 1.0), 0.1, True, "rose only"),
-    (rising(CHECK_AT_STEP, 8.0), 0.9, True, "90% of training rays meet no occupied cell"),
+    (rising(CHECK_AT_STEP, 8.0), 0.95, True, "95% of training rays meet no occupied cell"),
 ])
 def test_a_run_that_has_not_learned_by_the_check_gets_one_warning_naming_the_symptom(psnrs, empty, warned, symptom, caplog):
     health = TrainingHealth("bn-diner", "box (-1, -1, -1)..(1, 1, 1), empty beyond it, near 2, far 6")

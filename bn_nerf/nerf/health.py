@@ -4,7 +4,7 @@ A scene read at the wrong scale or in the wrong frame, or lying outside the regi
 does not fail: its rays miss the scene box (or every occupied cell) and composite onto the
 background, the loss settles at the background's error, and 2,000 steps later `ns-eval` reports
 5 dB. Two signs show it within a few hundred steps, long before the run ends: the training PSNR has
-hardly risen from its first steps, or most rays meet no occupied cell at all. `TrainingHealth` watches
+hardly risen from its first steps, or nearly every ray meets no occupied cell at all. `TrainingHealth` watches
 both over the training steps and, once, says what is likely wrong and what to try.
 """
 
@@ -24,8 +24,10 @@ WINDOW = 50
 MIN_PSNR_RISE_DB = 3.0
 """A scene the model covers gains far more than this over its first few hundred steps (7-15 dB on the
 project's scenes); a scene outside the region gains about what learning the background's colour gives."""
-MOST_RAYS = 0.5
-"""The fraction of rays meeting no occupied cell above which the rays mostly miss the modelled region."""
+NEARLY_ALL_RAYS = 0.9
+"""The fraction of rays meeting no occupied cell above which the rays miss the modelled region. Half
+of a Blender scene's rays may rightly pass through empty space to the background (the embedded
+scene: 52 % at step 300 of a run that ends at 27.7 dB); a scene read outside its region loses all."""
 
 
 class TrainingHealth:
@@ -60,10 +62,10 @@ class TrainingHealth:
 
     def check(self) -> None:
         rise, empty = self.psnr_rise, self.empty_ray_fraction
-        if rise >= MIN_PSNR_RISE_DB and empty <= MOST_RAYS:
+        if rise >= MIN_PSNR_RISE_DB and empty <= NEARLY_ALL_RAYS:
             return
         self.warned = True
-        symptom = (f"{empty:.0%} of training rays meet no occupied cell" if empty > MOST_RAYS else
+        symptom = (f"{empty:.0%} of training rays meet no occupied cell" if empty > NEARLY_ALL_RAYS else
                    f"the training PSNR rose only {rise:.1f} dB ({fmean(self.first_psnrs):.1f} -> "
                    f"{fmean(self.recent_psnrs):.1f})")
         logger.warning(

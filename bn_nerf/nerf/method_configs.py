@@ -22,14 +22,13 @@ from pathlib import Path
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.engine.schedulers import MultiStepSchedulerConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from bn_nerf.nerf.dataparser import SceneDataParserConfig
 from bn_nerf.nerf.diner import BNDINERModelConfig
 from bn_nerf.nerf.models import BNNeRFModelConfig
 from bn_nerf.nerf.optimizers import FusedAdamOptimizerConfig
-from bn_nerf.nerf.pipelines import SampleBudgetPipelineConfig
+from bn_nerf.nerf.pipelines import GlobalBatchPipelineConfig, SampleBudgetPipelineConfig
 from bn_nerf.nerf.schedulers import FloatExponentialDecaySchedulerConfig
 from bn_nerf.nerf.trainer import BatchNormTrainerConfig
 
@@ -62,8 +61,9 @@ def _datamanager(rays_per_batch: int) -> VanillaDataManagerConfig:
     )
 
 
-def _pipeline(model, rays_per_batch: int) -> VanillaPipelineConfig:
-    return VanillaPipelineConfig(datamanager=_datamanager(rays_per_batch), model=model)
+def _pipeline(model, rays_per_batch: int) -> GlobalBatchPipelineConfig:
+    # On several processes the ray count is the global batch, split across them (README).
+    return GlobalBatchPipelineConfig(datamanager=_datamanager(rays_per_batch), model=model)
 
 
 NERF_STEPS = 50000
