@@ -68,7 +68,8 @@ import numpy, sys, torch
 sys.path.insert(0, {scripts!r})
 from benchmark_captures import without_lpips
 without_lpips()
-torch.serialization.add_safe_globals([numpy._core.multiarray.scalar, numpy.dtype, numpy.dtypes.Float64DType])
+from numpy.core.multiarray import scalar
+torch.serialization.add_safe_globals([scalar, numpy.dtype, numpy.dtypes.Float64DType])
 from nerfstudio.scripts.eval import entrypoint
 sys.argv = ["ns-eval", *sys.argv[1:]]
 entrypoint()
