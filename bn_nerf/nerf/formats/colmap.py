@@ -24,7 +24,7 @@ from nerfstudio.process_data.colmap_utils import parse_colmap_camera_params
 from bn_nerf.io.errors import InputError
 from bn_nerf.nerf.formats.checks import check_image_size, check_pinhole
 from bn_nerf.nerf.formats.frames import CaptureFrames
-from bn_nerf.nerf.formats.images import decode_all, downscale_factor_to_read, make_missing_downscaled
+from bn_nerf.nerf.formats.images import decode_all, downscale_factor_to_read, images_to_read
 
 MODEL_FOLDERS = (Path("sparse/0"), Path("colmap/sparse/0"))
 MODEL_FILES = ("cameras", "images", "points3D")
@@ -71,14 +71,8 @@ def read_colmap(data: Path, downscale_factor: Optional[int] = None) -> CaptureFr
         return [data / f"{IMAGES}_{factor}" / path.relative_to(image_folder) for path in originals]
 
     factor = downscale_factor_to_read(originals, downscaled, data, downscale_factor)
-    if factor == 1:
-        for image, path in zip(ordered, originals):
-            if not path.is_file():
-                raise InputError(f"{paths['images']}: image {image.id} names missing {path}")
-        read = originals
-    else:
-        read = downscaled(factor)
-        make_missing_downscaled(originals, read, factor)
+    read = images_to_read(originals, downscaled, factor,
+                          lambda index, path: f"{paths['images']}: image {ordered[index].id} names missing {path}")
     decoded = decode_all(read)
     frame_intrinsics = [intrinsics[image.camera_id] for image in ordered]
     for image, path, camera, decoded_image in zip(ordered, read, frame_intrinsics, decoded):

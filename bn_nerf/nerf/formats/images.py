@@ -106,6 +106,21 @@ def downscale_factor_to_read(
     return min(present)
 
 
+def images_to_read(originals: Sequence[Path], downscaled: Callable[[int], Sequence[Path]], factor: int,
+                   missing_original: Callable[[int, Path], str]) -> list[Path]:
+    """The images a capture is read from at `factor`: its originals, each required to exist
+    (`missing_original(index, path)` is the error line for one that does not), or their images_N
+    copies, made with Pillow where missing."""
+    if factor == 1:
+        for index, path in enumerate(originals):
+            if not path.is_file():
+                raise InputError(missing_original(index, path))
+        return list(originals)
+    copies = list(downscaled(factor))
+    make_missing_downscaled(originals, copies, factor)
+    return copies
+
+
 def make_missing_downscaled(originals: Sequence[Path], copies: Sequence[Path], factor: int, masks: bool = False) -> None:
     """Write each missing copy as its original shrunk `factor` times (each side rounded down, as
     nerfstudio rescales the cameras), with Pillow's area filter (masks: nearest, to stay binary)."""

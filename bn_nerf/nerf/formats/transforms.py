@@ -29,6 +29,7 @@ from bn_nerf.nerf.formats.images import (
     MASK_MODES,
     decode_all,
     downscale_factor_to_read,
+    images_to_read,
     make_missing_downscaled,
 )
 
@@ -63,14 +64,8 @@ def read_transforms(data: Path, downscale_factor: Optional[int] = None) -> Captu
         return [folder / f"images_{factor}" / path.name for path in originals]
 
     factor = downscale_factor_to_read(originals, downscaled, folder, downscale_factor)
-    if factor == 1:
-        for index, path in enumerate(originals):
-            if not path.is_file():
-                raise InputError(f"{transforms}: frame {index} names missing image {path}")
-        read = originals
-    else:
-        read = downscaled(factor)
-        make_missing_downscaled(originals, read, factor)
+    read = images_to_read(originals, downscaled, factor,
+                          lambda index, path: f"{transforms}: frame {index} names missing image {path}")
     images = decode_all(read)
 
     intrinsics = [_intrinsics(transforms, meta, index, frame, originals[index]) for index, frame in enumerate(frames)]
