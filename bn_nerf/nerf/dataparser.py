@@ -65,7 +65,7 @@ class SceneDataParser(DataParser):
     def capture_outputs(self, scene_format: str, split: str) -> DataparserOutputs:
         if self.capture is None:
             frames = CAPTURE_READERS[scene_format](self.config.data, self.config.downscale_factor)
-            normalization = normalize_capture(frames.format_name, frames.poses, frames.pinholes(), frames.bounded,
+            normalization = normalize_capture(frames.format_name, frames.poses, frames.pinholes, frames.bounded,
                                               points=frames.points, depth_bounds=frames.depth_bounds,
                                               world_from_files=frames.world_from_files)
             self.capture = frames, normalization

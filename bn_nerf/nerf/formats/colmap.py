@@ -22,6 +22,7 @@ from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_interva
 from nerfstudio.process_data.colmap_utils import parse_colmap_camera_params
 
 from bn_nerf.io.errors import InputError
+from bn_nerf.nerf.extent import Pinholes
 from bn_nerf.nerf.formats.checks import check_image_size, check_pinhole
 from bn_nerf.nerf.formats.frames import CaptureFrames
 from bn_nerf.nerf.formats.images import decode_all, downscale_factor_to_read, images_to_read
@@ -91,9 +92,9 @@ def read_colmap(data: Path, downscale_factor: Optional[int] = None) -> CaptureFr
         format_name=f"COLMAP model {model.relative_to(data)}",
         image_filenames=read,
         poses=poses,
-        fx=column("fl_x") / factor, fy=column("fl_y") / factor,
-        cx=column("cx") / factor, cy=column("cy") / factor,
-        width=column("w").astype(np.int64) // factor, height=column("h").astype(np.int64) // factor,
+        pinholes=Pinholes(fx=column("fl_x") / factor, fy=column("fl_y") / factor,
+                          cx=column("cx") / factor, cy=column("cy") / factor,
+                          width=column("w").astype(np.int64) // factor, height=column("h").astype(np.int64) // factor),
         distortion=np.array([camera["distortion"] for camera in frame_intrinsics]),
         camera_type=CAMERA_MODEL_TO_TYPE[models[0]],
         splits={"train": train, "val": evaluation, "test": evaluation},

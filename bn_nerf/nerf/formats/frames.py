@@ -26,12 +26,7 @@ class CaptureFrames:
     """the images read, at the resolution read (images_N/ where downscaled)"""
     poses: np.ndarray
     """(N, 4, 4) OpenGL camera-to-world matrices (x right, y up, looking along -z), in the files' world"""
-    fx: np.ndarray
-    fy: np.ndarray
-    cx: np.ndarray
-    cy: np.ndarray
-    width: np.ndarray
-    height: np.ndarray
+    pinholes: Pinholes
     """(N,) intrinsics at the resolution read"""
     distortion: np.ndarray
     """(N, 6) nerfstudio's distortion parameters (k1, k2, k3, k4, p1, p2)"""
@@ -51,9 +46,6 @@ class CaptureFrames:
     """3x4: these poses' world from the files' coordinates, where they differ (COLMAP's y down turned to z up)"""
     camera_metadata: dict = field(default_factory=dict)
 
-    def pinholes(self) -> Pinholes:
-        return Pinholes(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
-
     def split_indices(self, split: str, source: Path) -> np.ndarray:
         if split not in self.splits:
             raise InputError(f"{source}: defines no {split} split (it names {', '.join(sorted(self.splits))})")
@@ -66,9 +58,10 @@ class CaptureFrames:
 
         return Cameras(
             camera_to_worlds=tensor(normalization.camera_to_worlds(self.poses)),
-            fx=tensor(self.fx)[:, None], fy=tensor(self.fy)[:, None],
-            cx=tensor(self.cx)[:, None], cy=tensor(self.cy)[:, None],
-            width=tensor(self.width, torch.int64)[:, None], height=tensor(self.height, torch.int64)[:, None],
+            fx=tensor(self.pinholes.fx)[:, None], fy=tensor(self.pinholes.fy)[:, None],
+            cx=tensor(self.pinholes.cx)[:, None], cy=tensor(self.pinholes.cy)[:, None],
+            width=tensor(self.pinholes.width, torch.int64)[:, None],
+            height=tensor(self.pinholes.height, torch.int64)[:, None],
             distortion_params=tensor(self.distortion),
             camera_type=self.camera_type,
             metadata=dict(self.camera_metadata),

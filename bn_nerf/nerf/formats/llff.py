@@ -19,6 +19,7 @@ import numpy as np
 from nerfstudio.cameras.cameras import CameraType
 
 from bn_nerf.io.errors import InputError
+from bn_nerf.nerf.extent import Pinholes
 from bn_nerf.nerf.formats.checks import check_pinhole
 from bn_nerf.nerf.formats.frames import CaptureFrames
 from bn_nerf.nerf.formats.images import decode_all, downscale_factor_to_read, make_missing_downscaled
@@ -96,7 +97,7 @@ def read_llff(data: Path, downscale_factor: Optional[int] = None) -> CaptureFram
         format_name=f"LLFF capture ({folder_of(factor).name}/)",
         image_filenames=read,
         poses=poses,
-        fx=fx, fy=fx.copy(), cx=width / 2, cy=height / 2, width=width, height=height,
+        pinholes=Pinholes(fx=fx, fy=fx.copy(), cx=width / 2, cy=height / 2, width=width, height=height),
         distortion=np.zeros((len(rows), 6)),
         camera_type=CameraType.PERSPECTIVE,
         splits={"train": train, "val": evaluation, "test": evaluation},

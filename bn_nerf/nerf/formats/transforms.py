@@ -23,6 +23,7 @@ from nerfstudio.cameras.cameras import CAMERA_MODEL_TO_TYPE, CameraType
 from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_fraction
 
 from bn_nerf.io.errors import InputError
+from bn_nerf.nerf.extent import Pinholes
 from bn_nerf.nerf.formats.checks import check_image_size, check_pinhole, finite_matrix, is_number, read_json
 from bn_nerf.nerf.formats.frames import CaptureFrames
 from bn_nerf.nerf.formats.images import (
@@ -87,12 +88,14 @@ def read_transforms(data: Path, downscale_factor: Optional[int] = None) -> Captu
         format_name=f"nerfstudio capture {transforms.name}",
         image_filenames=read,
         poses=poses[order],
-        fx=np.array([camera["fl_x"] for camera in intrinsics]) / factor,
-        fy=np.array([camera["fl_y"] for camera in intrinsics]) / factor,
-        cx=np.array([camera["cx"] for camera in intrinsics]) / factor,
-        cy=np.array([camera["cy"] for camera in intrinsics]) / factor,
-        width=np.array([int(camera["w"] / factor) for camera in intrinsics]),
-        height=np.array([int(camera["h"] / factor) for camera in intrinsics]),
+        pinholes=Pinholes(
+            fx=np.array([camera["fl_x"] for camera in intrinsics]) / factor,
+            fy=np.array([camera["fl_y"] for camera in intrinsics]) / factor,
+            cx=np.array([camera["cx"] for camera in intrinsics]) / factor,
+            cy=np.array([camera["cy"] for camera in intrinsics]) / factor,
+            width=np.array([int(camera["w"] / factor) for camera in intrinsics]),
+            height=np.array([int(camera["h"] / factor) for camera in intrinsics]),
+        ),
         distortion=np.array([camera["distortion"] for camera in intrinsics]),
         camera_type=camera_type,
         splits=_splits(transforms, meta, read, read_path),
