@@ -11,6 +11,21 @@ equal training time.
     # 3. The tables and verdicts of everything under --output:
     python scripts/benchmark_nerf_verdict.py summary --output outputs/verdict
 
+Real captures (issue 24): their eval split is nerfstudio's one held-out set, used for val and test
+alike, so searching on it would tune on the test views. `holdout` writes a copy of a transforms.json
+capture (images linked, not copied) whose val split is carved out of the training frames and whose
+test split is the capture's eval split, untouched:
+
+    python scripts/benchmark_nerf_verdict.py holdout --scene /data/fox --output /data/fox-search
+    python scripts/benchmark_nerf_verdict.py search --pair diner --scene /data/fox-search --downscale-factor 4 \
+        --steps 500 --check-pixels 8192 --grid fields_lr=3e-3,1e-2 table_lr=5e-3,2e-2
+    python scripts/benchmark_nerf_verdict.py compare --pair diner --scene /data/fox --downscale-factor 4 \
+        --steps 500 --check-pixels 8192 --minutes 2 4 --bn ... --bn-off ...
+
+--check-pixels N measures a check on a fixed random sample of N eval pixels, the same for both arms
+(scripts/benchmark_nerf.py's check), instead of the whole split: a capture's whole eval split takes
+this CPU minutes a check.
+
 Pairs: "nerf" is bn-nerf-cpu (the occupancy sampler) with BN and with `normalization none`; "diner" is
 bn-diner-cpu and its BN-off twin. A hyperparameter is a model option (e.g. table_smoothness) or a
 learning rate: fields_lr (the MLPs), table_lr (DINER's table); a learning rate decays a hundredfold
@@ -37,9 +52,11 @@ import random
 import statistics
 from pathlib import Path
 
+import numpy as np
 import torch
+from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_fraction
 
-from benchmark_nerf import machine
+from benchmark_nerf import TestPixels, machine
 from bn_nerf.nerf.budget import TrainingRecord, method_config, setup_trainer, test_metrics, train
 
 PAIRS = {"nerf": "bn-nerf-cpu", "diner": "bn-diner-cpu"}
@@ -55,10 +72,14 @@ def parse_settings(items: list[str]) -> dict[str, float]:
     return settings
 
 
-def arm_config(pair: str, arm: str, settings: dict[str, float], steps: int | None):
-    """The pair's preset with the arm's normalization and these settings (and `steps` if given)."""
+def arm_config(pair: str, arm: str, settings: dict[str, float], steps: int | None,
+               downscale_factor: int | None = None):
+    """The pair's preset with the arm's normalization and these settings (and `steps` and the images_N
+    read, if given)."""
     config = method_config(PAIRS[pair])
     config.pipeline.model.normalization = ARMS[arm]
+    if downscale_factor is not None:
+        config.pipeline.datamanager.dataparser.downscale_factor = downscale_factor
     if steps is not None:
         config.max_num_iterations = steps
         for group in config.optimizers.values():
@@ -78,11 +99,12 @@ def arm_config(pair: str, arm: str, settings: dict[str, float], steps: int | Non
 class Arm:
     """One trainer with random number streams of its own."""
 
-    def __init__(self, pair: str, arm: str, settings: dict[str, float], steps: int | None, scene: Path,
-                 output: Path, seed: int, eval_split: str):
+    def __init__(self, args, arm: str, settings: dict[str, float], seed: int, eval_split: str):
         self.name, self.settings = arm, settings
-        self.trainer = setup_trainer(arm_config(pair, arm, settings, steps), scene, output, "cpu", seed=seed,
-                                     eval_split=eval_split)
+        config = arm_config(args.pair, arm, settings, args.steps, args.downscale_factor)
+        self.trainer = setup_trainer(config, args.scene, args.output / "runs", "cpu", seed=seed, eval_split=eval_split)
+        # The same pixels for every arm and seed: the sample's generator is seeded on its own.
+        self.pixels = TestPixels(self.trainer.pipeline, args.check_pixels) if args.check_pixels else None
         self.steps = self.trainer.config.max_num_iterations
         self.streams = (torch.get_rng_state(), random.getstate())
         self.record = TrainingRecord()
@@ -101,10 +123,29 @@ class Arm:
             random.setstate(outer[1])
 
     def evaluate(self) -> dict:
+        check = {"steps": self.record.steps, "seconds": round(self.record.seconds, 1)}
         with self.own_streams():
+            if self.pixels is not None:
+                return {**check, "psnr": self.pixels.psnr(self.trainer)["test_pixel_psnr"]}
             metrics = test_metrics(self.trainer)
-        return {"steps": self.record.steps, "seconds": round(self.record.seconds, 1),
-                "psnr": round(metrics["psnr"], 3), "ssim": round(metrics["ssim"], 4)}
+        return {**check, "psnr": round(metrics["psnr"], 3), "ssim": round(metrics["ssim"], 4)}
+
+
+def holdout(args) -> None:
+    """A copy of a transforms.json capture whose val split is every 8th of its training frames."""
+    meta = json.loads((args.scene / "transforms.json").read_text())
+    names = [frame["file_path"] for frame in meta["frames"]]
+    train, evaluation = get_train_eval_split_fraction(names, 0.9)  # nerfstudio-data's split, as the reader's
+    validation = train[::8]
+    splits = {"train": np.setdiff1d(train, validation), "val": validation, "test": evaluation}
+    args.output.mkdir(parents=True, exist_ok=True)
+    for entry in args.scene.iterdir():
+        if entry.name != "transforms.json" and not (args.output / entry.name).exists():
+            (args.output / entry.name).symlink_to(entry.resolve())
+    for split, indices in splits.items():
+        meta[f"{split}_filenames"] = [names[index] for index in indices]
+    (args.output / "transforms.json").write_text(json.dumps(meta, indent=2))
+    print(f"{args.output}: " + ", ".join(f"{len(indices)} {split}" for split, indices in splits.items()))
 
 
 def search(args) -> None:
@@ -121,7 +162,7 @@ def search(args) -> None:
             settings = dict(zip(names, point))
             if (arm, json.dumps(settings, sort_keys=True)) in done:
                 continue
-            runner = Arm(args.pair, arm, settings, args.steps, args.scene, args.output / "runs", args.seed, "val")
+            runner = Arm(args, arm, settings, args.seed, "val")
             with runner.own_streams():
                 train(runner.trainer, steps=runner.steps, record=runner.record)
             run = {"arm": arm, "settings": settings, "seed": args.seed, "validation": runner.evaluate()}
@@ -138,8 +179,7 @@ def compare(args) -> None:
     for seed in args.seeds:
         if str(seed) in results["seeds"]:
             continue
-        arms = [Arm(args.pair, arm, settings[arm], args.steps, args.scene, args.output / "runs", seed, "test")
-                for arm in ARMS]
+        arms = [Arm(args, arm, settings[arm], seed, "test") for arm in ARMS]
         pending = {arm.name: list(budgets) for arm in arms}
 
         def unfinished(arm: Arm) -> bool:
@@ -204,6 +244,9 @@ def summary(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    holdout_command = commands.add_parser("holdout")
+    holdout_command.add_argument("--scene", type=Path, required=True, help="a folder holding transforms.json")
+    holdout_command.add_argument("--output", type=Path, required=True, help="the copy's folder")
     for name in ("search", "compare", "summary"):
         command = commands.add_parser(name)
         command.add_argument("--output", type=Path, default=Path("outputs/verdict"))
@@ -213,6 +256,8 @@ def main() -> None:
         command.add_argument("--scene", type=Path, required=True)
         command.add_argument("--threads", type=int, default=1, help="torch threads (default 1: two runs fit 2 cores)")
         command.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+        command.add_argument("--downscale-factor", type=int, help="read the scene's images_N")
+        command.add_argument("--check-pixels", type=int, help="measure checks on this many eval pixels")
         if name == "search":
             command.add_argument("--grid", nargs="+", required=True, help="NAME=V1,V2,... searched jointly")
             command.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
@@ -223,6 +268,9 @@ def main() -> None:
             command.add_argument("--bn", nargs="*", default=[], help="NAME=VALUE settings of the BN arm")
             command.add_argument("--bn-off", nargs="*", default=[], help="NAME=VALUE settings of the BN-off arm")
     args = parser.parse_args()
+    if args.command == "holdout":
+        holdout(args)
+        return
     args.output.mkdir(parents=True, exist_ok=True)
     if args.command == "summary":
         summary(args)
