@@ -325,3 +325,42 @@ def test_bn_nerf_train_starts_two_cpu_processes_from_the_command_line(scene, tmp
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["pipeline"]
     # Saved from the DDP-wrapped model, as nerfstudio saves it; ns-eval and resumes read these keys.
     assert any(key.startswith("_model.module.field.") for key in state)
+
+
+def render_a_share_and_report(local_rank: int, world_size: int, config, global_rank: int = 0) -> dict:
+    """One training-mode forward and backward of the model on this process's rays: the first process's
+    cross the scene box, the second's start outside it and point away, so that no sample is its own."""
+    from nerfstudio.cameras.rays import RayBundle
+
+    trainer = config.setup(local_rank=local_rank, world_size=world_size)
+    trainer.setup()
+    model = trainer.pipeline.model
+    model.train()
+    rays = 64
+    directions = torch.nn.functional.normalize(torch.randn(rays, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    origins = -4 * directions if global_rank == 0 else 4 * directions
+    bundle = RayBundle(origins=origins, directions=directions, pixel_area=torch.full((rays, 1), 1e-4),
+                       camera_indices=torch.zeros(rays, 1, dtype=torch.int64), nears=torch.full((rays, 1), 0.05),
+                       fars=torch.full((rays, 1), 10.0))
+    grid = model.occupancy_grid.estimator.binaries.clone()
+    outputs = model(bundle)
+    outputs["rgb"].square().mean().backward()
+    return {"samples": int(outputs["num_samples_per_ray"].sum()), "rgb": outputs["rgb"].detach(),
+            "grid kept": torch.equal(grid, model.occupancy_grid.estimator.binaries),
+            "gradient": sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)}
+
+
+def test_a_process_without_samples_of_its_own_still_joins_the_group(scene, tmp_path):
+    """A training batch whose share on one process meets no occupied cell: that process renders its
+    background and takes part in BatchNorm's collectives with no rows, while the other trains on its
+    samples -- neither waits forever for the other, and neither resets the grid alone."""
+    config = training_config("bn-diner-cpu", scene, tmp_path / "runs", "two", **DETERMINISTIC)
+    config.save_config()
+    first, second = run_processes(lambda rank: process_worker(rank, render_a_share_and_report, PROCESSES, PROCESSES, 0,
+                                                              f"file://{tmp_path / 'rendezvous'}", config,
+                                                              timedelta(seconds=30), "cpu"), tmp_path, timeout=90)
+    assert first["samples"] > 100 and second["samples"] == 0
+    assert first["grid kept"] and second["grid kept"]
+    assert first["gradient"] > 0 and torch.isfinite(first["rgb"]).all()
+    # The second process's rays see only the (fixed) background.
+    assert torch.allclose(second["rgb"], second["rgb"][:1].expand_as(second["rgb"]))

@@ -36,6 +36,15 @@ NormPlacement = Literal["after", "before"]
 NETWORK_METHOD = {"batch": "bn", "none": "relu"}
 
 
+def encode(encoding: nn.Module, inputs: Tensor) -> Tensor:
+    """`encoding(inputs)`, also for no rows, which nerfstudio's NeRFEncoding cannot reshape: a process
+    of several whose share of a batch has no samples still runs the networks, to take part in
+    BatchNorm's collectives."""
+    if inputs.shape[0] == 0:
+        return inputs.new_zeros(0, encoding.get_out_dim())
+    return encoding(inputs)
+
+
 def nerf_position_encoding() -> NeRFEncoding:
     """vanilla-nerf's position encoding: 10 frequencies 2^0 .. 2^8 (times 2 pi), input included."""
     return NeRFEncoding(in_dim=3, num_frequencies=10, min_freq_exp=0.0, max_freq_exp=8.0, include_input=True)
@@ -123,7 +132,7 @@ class NormalizedRadianceField(Field):
     def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
         positions, inside = self.inside_scene_box(ray_samples)
         if inside is None:
-            trunk_features = self.trunk(self.position_encoding(positions))
+            trunk_features = self.trunk(encode(self.position_encoding, positions))
             return self.density_head(trunk_features), trunk_features
         # A hash table addresses the unit cube only: outside it the hash of the cell wraps onto entries
         # of cells inside, so empty space past the box would train the scene's own entries. Space
@@ -131,7 +140,7 @@ class NormalizedRadianceField(Field):
         # kept out of the networks altogether, so that BN's batch statistics describe the scene's
         # samples rather than a pile of identical masked positions.
         trunk_features = positions.new_zeros(*inside.shape, self.trunk_width)
-        trunk_features[inside] = self.trunk(self.position_encoding(positions[inside]))
+        trunk_features[inside] = self.trunk(encode(self.position_encoding, positions[inside]))
         density = positions.new_zeros(*inside.shape, 1)
         density[inside] = self.density_head(trunk_features[inside])
         return density, trunk_features
@@ -140,7 +149,7 @@ class NormalizedRadianceField(Field):
         self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
     ) -> Dict[FieldHeadNames, Tensor]:
         assert density_embedding is not None, "Field.forward passes the trunk features from get_density"
-        encoded_directions = self.direction_encoding(ray_samples.frustums.directions)
+        encoded_directions = encode(self.direction_encoding, ray_samples.frustums.directions)
         # vanilla-nerf's order: direction features first, then trunk features.
         colour_inputs = torch.cat([encoded_directions, density_embedding], dim=-1)
         _, inside = self.inside_scene_box(ray_samples)

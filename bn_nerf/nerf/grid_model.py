@@ -42,6 +42,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin, training_interval_collider
 from bn_nerf.nerf.contraction import Contraction
+from bn_nerf.nerf.distributed import sum_over_processes
 from bn_nerf.nerf.fields import NormalizedRadianceField
 from bn_nerf.nerf.health import TrainingHealth
 from bn_nerf.nerf.metrics import image_metrics, psnr
@@ -181,8 +182,14 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
             "depth": fars.reshape(num_rays, 1).clone(),
             "num_samples_per_ray": torch.bincount(samples.ray_indices, minlength=num_rays),
         }
-        # BatchNorm needs two samples to compute a batch statistic; fewer means an empty view.
-        if len(samples.ray_indices) < 2:
+        # BatchNorm needs two samples to compute a batch statistic; fewer means an empty view. In
+        # training on several processes the group's count decides, so that every process joins BN's
+        # and the gradients' collectives (one with no samples of its own adds none) or none does, and
+        # a grid reset happens everywhere or nowhere.
+        sample_count = len(samples.ray_indices)
+        if self.training:
+            sample_count = sum_over_processes(sample_count, origins.device)
+        if sample_count < 2:
             if self.training:
                 # A training batch that trains nothing: the grid has lost the scene along these rays.
                 logger.warning("no sample of a training batch of %d rays fell in an occupied cell; "
@@ -207,8 +214,9 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         outputs["rgb"] = self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=weights,
                                            ray_indices=indices, num_rays=num_rays)
         outputs["accumulation"] = self.renderer_accumulation(weights=weights, ray_indices=indices, num_rays=num_rays)
-        outputs["depth"] = self.renderer_depth(weights=weights, ray_samples=ray_samples, ray_indices=indices,
-                                               num_rays=num_rays)
+        if len(indices):  # nerfstudio's depth renderer cannot clip by an empty batch's range; far stays
+            outputs["depth"] = self.renderer_depth(weights=weights, ray_samples=ray_samples, ray_indices=indices,
+                                                   num_rays=num_rays)
         return outputs
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
