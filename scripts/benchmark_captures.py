@@ -63,11 +63,17 @@ def without_lpips() -> None:
 
 # ns-eval for a checkpoint of nerfacto under torch >= 2.6: its checkpoint holds a numpy scalar, which
 # torch.load's weights_only default refuses (../REFERENCE: it does not load in ns-eval), and offline.
+# ns-eval also replaces the saved data manager's class by the registered method's (nerfacto's parallel
+# one), which cannot run on the synchronous manager's configuration this benchmark trained with: the
+# registered nerfacto is given that manager here too.
 NS_EVAL = """
 import numpy, sys, torch
 sys.path.insert(0, {scripts!r})
 from benchmark_captures import without_lpips
 without_lpips()
+from nerfstudio.configs.method_configs import all_methods
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager
+all_methods["nerfacto"].pipeline.datamanager._target = VanillaDataManager
 from numpy.core.multiarray import scalar
 torch.serialization.add_safe_globals([scalar, numpy.dtype, numpy.dtypes.Float64DType])
 from nerfstudio.scripts.eval import entrypoint
