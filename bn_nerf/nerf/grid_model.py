@@ -223,7 +223,9 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         image = self.renderer_rgb.blend_background(batch["image"].to(self.device))
         training_psnr = psnr(outputs["rgb"], image)
         if self.training:
-            self.health.record(float(training_psnr.detach()), float((outputs["num_samples_per_ray"] == 0).float().mean()))
+            flat_colour_psnr = psnr(image.mean(dim=0, keepdim=True).expand_as(image), image)
+            self.health.record(float(training_psnr.detach()), float(flat_colour_psnr),
+                               float((outputs["num_samples_per_ray"] == 0).float().mean()))
         return {
             "psnr": training_psnr,
             # What nerfstudio's dynamic-batch pipeline sizes the next step's ray count by.
