@@ -103,8 +103,8 @@ def rising(steps: int, gain: float) -> list[tuple[float, float]]:
 def test_a_run_that_has_not_learned_by_the_check_gets_one_warning_naming_the_symptom(steps, empty, warned, symptom, caplog):
     health = TrainingHealth("bn-diner", "box (-1, -1, -1)..(1, 1, 1), empty beyond it, near 2, far 6")
     with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.health"):
-        for psnr, flat_colour_psnr in steps + steps:  # past the check too: it warns once
-            health.record(psnr, flat_colour_psnr, empty)
+        for training_psnr, flat_colour_psnr in steps + steps:  # past the check too: it warns once
+            health.record(training_psnr, flat_colour_psnr, empty)
     assert health.warned is warned
     assert len(caplog.records) == (1 if warned else 0)
     if warned:
