@@ -224,8 +224,9 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         training_psnr = psnr(outputs["rgb"], image)
         if self.training:
             flat_colour_psnr = psnr(image.mean(dim=0, keepdim=True).expand_as(image), image)
-            self.health.record(float(training_psnr.detach()), float(flat_colour_psnr),
-                               float((outputs["num_samples_per_ray"] == 0).float().mean()))
+            empty_ray_fraction = (outputs["num_samples_per_ray"] == 0).float().mean()
+            # One transfer to the host a step, not one per figure: each waits for the device.
+            self.health.record(*torch.stack([training_psnr.detach(), flat_colour_psnr, empty_ray_fraction]).tolist())
         return {
             "psnr": training_psnr,
             # What nerfstudio's dynamic-batch pipeline sizes the next step's ray count by.
