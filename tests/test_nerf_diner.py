@@ -11,11 +11,12 @@ import pytest
 import torch
 from nerfstudio.cameras.rays import Frustums, RaySamples
 from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.field_heads import FieldHeadNames
 
 from bn_nerf.nerf.diner import BNDINERModelConfig
 from bn_nerf.nerf.fields import make_diner_field, make_nerf_field
 from bn_nerf.nerf.models import BNNeRFModelConfig
-from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings, packed_weights
+from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings, PackedSamples, composite_front_to_back, packed_weights
 from bn_nerf.nerf.tables import FeatureTable
 
 BOX = torch.tensor([[-1.5] * 3, [1.5] * 3])
@@ -75,6 +76,48 @@ def test_packed_weights_equal_per_ray_volume_rendering():
     for ray in range(4):
         mask = ray_indices == ray
         torch.testing.assert_close(weights[mask], padded_weights(t_starts[mask], t_ends[mask], densities[mask]))
+
+
+def packed_rays(counts, generator):
+    """Packed samples of rays with `counts` samples each, ordered along each ray, and a density and
+    colour at each."""
+    ray_indices = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    t_starts = ray_indices + torch.rand(len(ray_indices), generator=generator).sort()[0]  # ordered within each ray
+    samples = PackedSamples(ray_indices, t_starts, t_starts + 0.05)
+    return samples, torch.rand(len(ray_indices), generator=generator) * 40, torch.rand(len(ray_indices), 3, generator=generator)
+
+
+@pytest.mark.parametrize("samples_per_round", [1, 3, 100])
+def test_front_to_back_rounds_composite_every_sample_as_packed_weights_do(samples_per_round):
+    counts = [5, 0, 3, 17, 1]
+    samples, densities, colours = packed_rays(counts, torch.Generator().manual_seed(0))
+    calls = []
+
+    def field_at(chosen):
+        calls.append(chosen)
+        return densities[chosen], colours[chosen]
+
+    result = composite_front_to_back(samples, len(counts), field_at, samples_per_round, min_transmittance=0.0)
+    weights = packed_weights(samples.t_starts, samples.t_ends, densities, samples.ray_indices, len(counts))
+    expected_rgb = torch.zeros(len(counts), 3).index_add_(0, samples.ray_indices, weights[:, None] * colours)
+    torch.testing.assert_close(result.weighted_rgb, expected_rgb)
+    torch.testing.assert_close(result.accumulation, torch.zeros(len(counts)).index_add_(0, samples.ray_indices, weights))
+    assert result.evaluated.tolist() == counts
+    # Every sample evaluated once, and no call holds more than a round of each ray.
+    assert sorted(torch.cat(calls).tolist()) == list(range(sum(counts)))
+    assert max(len(chosen) for chosen in calls) <= len(counts) * samples_per_round
+
+
+def test_front_to_back_stops_a_ray_behind_an_opaque_surface_and_loses_less_than_the_threshold():
+    counts = [40, 40, 40]
+    samples, densities, colours = packed_rays(counts, torch.Generator().manual_seed(1))
+    densities[:40] = 0.01  # ray 0 is nearly empty; rays 1 and 2 meet the random densities
+    densities[40 + 4] = densities[80 + 10] = 1e4  # an opaque sample on rays 1 and 2
+    full = composite_front_to_back(samples, 3, lambda c: (densities[c], colours[c]), 4, min_transmittance=0.0)
+    stopped = composite_front_to_back(samples, 3, lambda c: (densities[c], colours[c]), 4, min_transmittance=1e-4)
+    assert stopped.evaluated.tolist() == [40, 8, 12]  # the round holding the opaque sample is the last
+    assert (full.weighted_rgb - stopped.weighted_rgb).abs().max() < 1e-4 * 3
+    assert (full.accumulation - stopped.accumulation).abs().max() < 1e-4
 
 
 def rays_towards_the_centre(count: int, generator: torch.Generator):
@@ -255,3 +298,29 @@ def test_smoothness_penalty_measures_neighbour_differences_of_a_dense_table():
     # A model asked for the prior on a hashed table says so when it is built, not at its first step.
     with pytest.raises(ValueError, match="table_smoothness needs a dense torch table"):
         tiny_grid_model("diner", table_resolution=16, table_smoothness=1.0)
+
+
+@GRID_MODELS
+def test_rendering_stops_rays_at_opaque_surfaces_and_gives_the_image_of_every_sample(kind, label):
+    """Eval-mode rendering (ns-eval, ns-render, the viewer) goes front to back and stops each ray
+    behind what it cannot see through; the image is the one compositing every sample gives."""
+    torch.manual_seed(0)
+    model = tiny_grid_model(kind, eval_samples_per_round=4)  # rays here cross ~33 samples
+    with torch.no_grad():
+        model.field.density_head.net.bias.add_(6.0)  # a dense field: rays turn opaque within a few samples
+    model.eval()
+    origins, directions, near, far = rays_towards_the_centre(64, torch.Generator().manual_seed(5))
+    from nerfstudio.cameras.rays import RayBundle
+
+    rays = RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(64, 1), nears=near, fars=far)
+    with torch.no_grad():
+        outputs = model.get_outputs(rays)
+        samples, _ = model.march(rays, stratified=False)
+        field_outputs = model.field(model.ray_samples(rays, samples))
+        weights = packed_weights(samples.t_starts, samples.t_ends, field_outputs[FieldHeadNames.DENSITY][:, 0],
+                                 samples.ray_indices, 64)[:, None]
+        every_sample = model.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=weights,
+                                          ray_indices=samples.ray_indices, num_rays=64)
+    # DINER's rays first cross empty space outside its box; past it, a round or two of samples remains.
+    assert int(outputs["num_samples_per_ray"].sum()) < 0.7 * len(samples.ray_indices)
+    assert (outputs["rgb"] - every_sample).abs().max() < 1e-3

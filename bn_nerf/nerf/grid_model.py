@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Literal, Optional, Tuple
@@ -46,13 +47,19 @@ from bn_nerf.nerf.distributed import sum_over_processes
 from bn_nerf.nerf.fields import NormalizedRadianceField
 from bn_nerf.nerf.health import TrainingHealth
 from bn_nerf.nerf.metrics import image_metrics, psnr
-from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings, packed_weights
+from bn_nerf.nerf.sampling import (OccupancyGrid, OccupancyGridSettings, PackedSamples, composite_front_to_back,
+                                   packed_weights)
 from bn_nerf.networks import reestimate_batchnorm
 
 logger = logging.getLogger(__name__)
 
 # Points per no-grad density query of a grid update: bounds its memory on a 128^3 grid.
 DENSITY_QUERY_CHUNK = 1 << 16
+# Most samples whose statistics re-estimate BatchNorm before a checkpoint (an evenly strided subset of
+# the calibration rays' samples beyond it): the one field call's memory stays that of a few training
+# steps however many cells are occupied, and 262,144 samples pin the statistics down to ~0.2 % of
+# their spread.
+CALIBRATION_MAX_SAMPLES = 1 << 18
 
 
 @dataclass
@@ -77,6 +84,13 @@ class OccupancyGridOptions:
     occupancy_threshold: float = 0.01
     occupancy_decay: float = 0.95
     """A cell's occupancy decays by this factor per update unless the field's density renews it."""
+    eval_min_transmittance: float = 1e-4
+    """Rendering without gradients (ns-eval, ns-render, the viewer, the eval images of a run) stops a
+    ray once its transmittance falls below this, as instant-ngp and nerfacc render: every sample
+    behind would weigh less. 0 composites every sample, as training does."""
+    eval_samples_per_round: int = 32
+    """Samples a ray in each round of that front-to-back rendering: a field call then holds at most the
+    chunk's rays times this, whatever the image size."""
     scene_contraction: Literal["auto", "on", "off"] = "auto"
     """"auto": contract space beyond the scene box when the dataparser says the scene reaches past it
     (a capture without alpha), not for a bounded one (Blender); "on"/"off" force it."""
@@ -170,11 +184,8 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         num_rays = len(ray_bundle)
-        origins, directions = ray_bundle.origins.reshape(-1, 3), ray_bundle.directions.reshape(-1, 3)
-        nears = ray_bundle.nears if ray_bundle.nears is not None else torch.zeros_like(origins[:, :1])
-        fars = ray_bundle.fars if ray_bundle.fars is not None else torch.full_like(origins[:, :1], 1e10)
-        samples = self.occupancy_grid.sample(origins, directions, nears, fars,
-                                             stratified=self.training and self.config.stratified_training)
+        origins = ray_bundle.origins.reshape(-1, 3)
+        samples, fars = self.march(ray_bundle, stratified=self.training and self.config.stratified_training)
         background = self.renderer_rgb.get_background_color(self.config.background_color, (num_rays, 3), origins.device)
         outputs = {
             "rgb": background,
@@ -196,18 +207,10 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
                                "every cell is marked occupied again", num_rays)
                 self.occupancy_grid.reset()
             return outputs
+        if not self.training:
+            return self.render_front_to_back(ray_bundle, samples, background, outputs)
         indices = samples.ray_indices
-        camera_indices = ray_bundle.camera_indices.reshape(num_rays, -1)[indices] if ray_bundle.camera_indices is not None else None
-        ray_samples = RaySamples(
-            frustums=Frustums(
-                origins=origins[indices],
-                directions=directions[indices],
-                starts=samples.t_starts[:, None],
-                ends=samples.t_ends[:, None],
-                pixel_area=ray_bundle.pixel_area.reshape(num_rays, 1)[indices],
-            ),
-            camera_indices=camera_indices,
-        )
+        ray_samples = self.ray_samples(ray_bundle, samples)
         field_outputs = self.field(ray_samples)
         weights = packed_weights(samples.t_starts, samples.t_ends, field_outputs[FieldHeadNames.DENSITY][:, 0],
                                  indices, num_rays)[:, None]
@@ -217,6 +220,57 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         if len(indices):  # nerfstudio's depth renderer cannot clip by an empty batch's range; far stays
             outputs["depth"] = self.renderer_depth(weights=weights, ray_samples=ray_samples, ray_indices=indices,
                                                    num_rays=num_rays)
+        return outputs
+
+    def march(self, ray_bundle: RayBundle, stratified: bool) -> Tuple[PackedSamples, Tensor]:
+        """The samples of the bundle's rays that the occupancy grid keeps, and each ray's far bound."""
+        origins = ray_bundle.origins.reshape(-1, 3)
+        nears = ray_bundle.nears if ray_bundle.nears is not None else torch.zeros_like(origins[:, :1])
+        fars = ray_bundle.fars if ray_bundle.fars is not None else torch.full_like(origins[:, :1], 1e10)
+        samples = self.occupancy_grid.sample(origins, ray_bundle.directions.reshape(-1, 3), nears, fars, stratified)
+        return samples, fars
+
+    @staticmethod
+    def ray_samples(ray_bundle: RayBundle, samples: PackedSamples, chosen: Optional[Tensor] = None) -> RaySamples:
+        """nerfstudio's RaySamples of the packed samples (of those `chosen`, when given)."""
+        num_rays = len(ray_bundle)
+        t_starts, t_ends, indices = samples.t_starts, samples.t_ends, samples.ray_indices
+        if chosen is not None:
+            t_starts, t_ends, indices = t_starts[chosen], t_ends[chosen], indices[chosen]
+        camera_indices = ray_bundle.camera_indices
+        return RaySamples(
+            frustums=Frustums(
+                origins=ray_bundle.origins.reshape(-1, 3)[indices],
+                directions=ray_bundle.directions.reshape(-1, 3)[indices],
+                starts=t_starts[:, None],
+                ends=t_ends[:, None],
+                pixel_area=ray_bundle.pixel_area.reshape(num_rays, 1)[indices],
+            ),
+            camera_indices=camera_indices.reshape(num_rays, -1)[indices] if camera_indices is not None else None,
+        )
+
+    def render_front_to_back(self, ray_bundle: RayBundle, samples: PackedSamples, background: Tensor,
+                             outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Rendering without gradients: the field evaluated in rounds front to back, rays stopped
+        once nothing behind can show (`eval_min_transmittance`), each field call bounded by the
+        chunk's rays x `eval_samples_per_round`. The same image as compositing every sample, to
+        within that transmittance, and nerfstudio's renderers' conventions (colours made finite
+        and clamped, depth the weighted midpoint clipped to the samples' range)."""
+
+        def field_at(chosen: Tensor) -> Tuple[Tensor, Tensor]:
+            field_outputs = self.field(self.ray_samples(ray_bundle, samples, chosen))
+            return field_outputs[FieldHeadNames.DENSITY][:, 0], torch.nan_to_num(field_outputs[FieldHeadNames.RGB])
+
+        c = self.config
+        composited = composite_front_to_back(samples, len(ray_bundle), field_at, c.eval_samples_per_round,
+                                             c.eval_min_transmittance)
+        accumulation = composited.accumulation[:, None]
+        midpoints = (samples.t_starts + samples.t_ends) / 2
+        depth = composited.weighted_depth[:, None] / (accumulation + 1e-10)
+        outputs["rgb"] = (composited.weighted_rgb + background * (1 - accumulation)).clamp(0, 1)
+        outputs["accumulation"] = accumulation
+        outputs["depth"] = depth.clamp(float(midpoints.min()), float(midpoints.max()))
+        outputs["num_samples_per_ray"] = composited.evaluated
         return outputs
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -256,7 +310,18 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
         return {"rgb_loss": loss}
 
     def calibrate_batchnorm(self, rays: RayBundle) -> int:
-        return reestimate_batchnorm(self.field, lambda: self.get_outputs(rays))
+        """One field call on the rays' samples as rendering places them (at most
+        CALIBRATION_MAX_SAMPLES of them, evenly strided): every occupied sample, as training
+        normalizes over, not only those front-to-back rendering reaches."""
+        samples, _ = self.march(rays, stratified=False)
+        count = len(samples.ray_indices)
+        device = rays.origins.device
+        chosen = torch.arange(0, count, max(math.ceil(count / CALIBRATION_MAX_SAMPLES), 1), device=device)
+        # On several processes every one joins the re-estimation's collectives, with its share or none.
+        if sum_over_processes(len(chosen), device) < 2:
+            return 0
+        ray_samples = self.ray_samples(rays, samples, chosen)
+        return reestimate_batchnorm(self.field, lambda: self.field(ray_samples))
 
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]

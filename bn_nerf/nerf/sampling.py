@@ -238,3 +238,63 @@ def nerfacc_kernels_load() -> bool:
         logger.warning("nerfacc's CUDA kernels do not load (%s); rays are marched in torch", error)
         return False
     return _C is not None
+
+
+@dataclass
+class Composited:
+    """What front-to-back compositing accumulates for each ray: [R, 3] weighted colour, [R] weight sum
+    (the accumulation), [R] weighted interval midpoint, [R] samples the field evaluated."""
+
+    weighted_rgb: Tensor
+    accumulation: Tensor
+    weighted_depth: Tensor
+    evaluated: Tensor
+
+
+# The field's colour and density at a subset of packed samples (their indices, rays in order).
+FieldAt = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+@torch.no_grad()
+def composite_front_to_back(samples: PackedSamples, num_rays: int, field_at: FieldAt, samples_per_round: int,
+                            min_transmittance: float) -> Composited:
+    """Volume rendering of packed samples in rounds, for rendering without gradients: round k
+    evaluates the field at the k-th `samples_per_round` samples of every ray still visible -- whose
+    transmittance has not fallen below `min_transmittance` (0: every ray to its end) -- so that a ray
+    stops at the first opaque surface it meets (early termination, as instant-ngp and nerfacc render),
+    and one field call holds at most rays x `samples_per_round` samples whatever the image size.
+    Each omitted sample would have weighed less than `min_transmittance`."""
+    ray_indices = samples.ray_indices
+    counts = torch.bincount(ray_indices, minlength=num_rays)
+    first_of_ray = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(ray_indices), device=ray_indices.device) - first_of_ray[ray_indices]
+    # Samples grouped by round, each round's in ray order (a stable sort keeps the packed order).
+    round_of_sample = torch.div(rank, samples_per_round, rounding_mode="floor")
+    order = torch.argsort(round_of_sample, stable=True)
+    round_ends = torch.cumsum(torch.bincount(round_of_sample), 0).tolist() if len(rank) else []
+    dtype = samples.t_starts.dtype
+    result = Composited(samples.t_starts.new_zeros(num_rays, 3), samples.t_starts.new_zeros(num_rays),
+                        samples.t_starts.new_zeros(num_rays), torch.zeros_like(counts))
+    optical_depth = samples.t_starts.new_zeros(num_rays, dtype=torch.float64)
+    visible = torch.ones(num_rays, dtype=torch.bool, device=ray_indices.device)
+    round_start = 0
+    for round_end in round_ends:
+        chosen = order[round_start:round_end]
+        round_start = round_end
+        if min_transmittance > 0:
+            chosen = chosen[visible[ray_indices[chosen]]]
+            if len(chosen) == 0:
+                break
+        rays = ray_indices[chosen]
+        t_starts, t_ends = samples.t_starts[chosen], samples.t_ends[chosen]
+        densities, rgb = field_at(chosen)
+        # Weights as if each ray started here, times what earlier rounds let through.
+        weights = packed_weights(t_starts, t_ends, densities, rays, num_rays)
+        weights = weights * torch.exp(-optical_depth[rays]).to(dtype)
+        result.weighted_rgb.index_add_(0, rays, weights[:, None] * rgb)
+        result.accumulation.index_add_(0, rays, weights)
+        result.weighted_depth.index_add_(0, rays, weights * (t_starts + t_ends) / 2)
+        result.evaluated.index_add_(0, rays, torch.ones_like(rays))
+        optical_depth.index_add_(0, rays, (densities * (t_ends - t_starts)).double())
+        visible = torch.exp(-optical_depth) >= min_transmittance
+    return result
