@@ -51,17 +51,29 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
+def _glibc_function(name: str):
+    """A function of glibc's malloc, or None off glibc (musl has no mallopt or malloc_trim)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), name)
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse; True if it took effect (glibc only)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return False  # not glibc (musl has no mallopt)
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+    mallopt = _glibc_function("mallopt")
+    return mallopt is not None and bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+
+
+def return_freed_memory() -> bool:
+    """Hand the memory freed since the last call back to the kernel (glibc's malloc_trim), which
+    `keep_freed_memory` otherwise keeps for life: after work that peaks above the training steps
+    (an eval image, a checkpoint), so that the process's resident size falls back to what its steps
+    use. True if glibc returned any."""
+    malloc_trim = _glibc_function("malloc_trim")
+    return malloc_trim is not None and bool(malloc_trim(0))
 
 
 def usable_cores() -> int:

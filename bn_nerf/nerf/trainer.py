@@ -24,6 +24,7 @@ import viser.transforms as vtf
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import comms
+from nerfstudio.utils.misc import step_check
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
 
@@ -31,7 +32,7 @@ from bn_nerf.io.errors import exiting_on_input_error
 from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin
 from bn_nerf.nerf.dataparser import CHECKED_PARSERS, exit_on_bad_scene
 from bn_nerf.nerf.distributed import next_train_share, threads_per_process
-from bn_nerf.runtime import choose_threads, keep_freed_memory
+from bn_nerf.runtime import choose_threads, keep_freed_memory, return_freed_memory
 
 
 @dataclass
@@ -138,3 +139,13 @@ class BatchNormTrainer(Trainer):
     def save_checkpoint(self, step: int) -> None:
         self.calibrate_batchnorm(step)
         super().save_checkpoint(step)
+        return_freed_memory()
+
+    def eval_iteration(self, step: int) -> None:
+        super().eval_iteration(step)
+        c = self.config
+        if any(step_check(step, every) for every in (c.steps_per_eval_batch, c.steps_per_eval_image,
+                                                      c.steps_per_eval_all_images)):
+            # What rendering an eval image freed goes back to the system: kept (keep_freed_memory), it
+            # would stay the process's resident size until training ends.
+            return_freed_memory()
