@@ -170,6 +170,39 @@ def test_downscale_factor_reads_images_n_and_makes_missing_ones(copy_of):
     assert torch.allclose(outputs.cameras.fx, torch.tensor(capture_intrinsics(SIZE)["fl_x"] / 2))
 
 
+def enlarged_capture(data: Path, factor: int) -> Path:
+    """The transforms.json capture at `data` with its images and intrinsics `factor` times larger
+    (no images_N/): a phone-sized capture without tracing a phone-sized image."""
+    shutil.rmtree(data / "images_2")
+    meta = json.loads((data / "transforms.json").read_text())
+    for key in ("fl_x", "fl_y", "cx", "cy", "w", "h"):
+        meta[key] = meta[key] * factor
+    (data / "transforms.json").write_text(json.dumps(meta))
+    for frame in meta["frames"]:
+        image = Image.open(data / frame["file_path"])
+        image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST).save(data / frame["file_path"])
+    return data
+
+
+def test_cpu_presets_read_a_phone_sized_capture_downscaled_and_say_so(copy_of, capsys):
+    data = enlarged_capture(copy_of("nerfstudio"), 20)  # 960x720
+    cpu = parse_ns_train("bn-diner-cpu", "--data", str(data)).pipeline.datamanager.dataparser
+    gpu = parse_ns_train("bn-diner", "--data", str(data)).pipeline.datamanager.dataparser
+    chosen = parse_ns_train("bn-diner-cpu", "--data", str(data), "bn-scene-data", "--downscale-factor", "1")
+    for parser in (cpu, gpu, chosen.pipeline.datamanager.dataparser):
+        parser.data = data
+    capsys.readouterr()
+    outputs = cpu.setup().get_dataparser_outputs("train")
+    # The longer side halved to 640 or fewer: images_2/ made with Pillow, the intrinsics halved.
+    assert all(path.parent.name == "images_2" for path in outputs.image_filenames)
+    assert Image.open(outputs.image_filenames[0]).size == (480, 360)
+    assert int(outputs.cameras.width[0]) == 480
+    assert "images read at 480x360, downscaled 2x (--downscale-factor overrides)" in capsys.readouterr().out.replace("\n", " ")
+    # nerfstudio's 1,600 pixels for the GPU presets, and a factor named on the command line stands.
+    for parser in (gpu, chosen.pipeline.datamanager.dataparser):
+        assert Image.open(parser.setup().get_dataparser_outputs("train").image_filenames[0]).size == (960, 720)
+
+
 def parse_ns_train(*arguments: str):
     """What ns-train's command line makes of `arguments`, with --data handed on as ns-train does."""
     from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion

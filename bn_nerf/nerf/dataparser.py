@@ -27,6 +27,7 @@ from bn_nerf.nerf.extent import Normalization, normalize_capture
 from bn_nerf.nerf.formats.blender import TRAINING_SPLITS, CheckedBlender, CheckedBlenderDataParserConfig, check_blender_scene
 from bn_nerf.nerf.formats.detect import CAPTURE_READERS, detect_format
 from bn_nerf.nerf.formats.frames import CaptureFrames
+from bn_nerf.nerf.formats.images import MAX_AUTO_RESOLUTION
 
 
 @dataclass
@@ -39,7 +40,11 @@ class SceneDataParserConfig(DataParserConfig):
     """the scene's folder"""
     downscale_factor: Optional[int] = None
     """read a capture's images_N/ (made with Pillow where missing); by default its full-size images, halved
-    until 1600 pixels or fewer across, or the images_N/ it holds where it has no images/ (Blender: full size)"""
+    until max_auto_side pixels or fewer across, or the images_N/ it holds where it has no images/ (Blender:
+    full size)"""
+    max_auto_side: int = MAX_AUTO_RESOLUTION
+    """without --downscale-factor, the longest side a capture's images are read at (nerfstudio's 1600;
+    the CPU presets': CPU_MAX_IMAGE_SIDE)"""
 
 
 class SceneDataParser(DataParser):
@@ -59,12 +64,14 @@ class SceneDataParser(DataParser):
             else:
                 outputs = self.capture_outputs(scene_format, split)
         if split == "train":
-            CONSOLE.print(outputs.metadata["scene_extent"].summary)
+            CONSOLE.print(outputs.metadata["scene_extent"].summary
+                          + ("" if self.capture is None else f"; {self.capture[0].resolution_line}"))
         return outputs
 
     def capture_outputs(self, scene_format: str, split: str) -> DataparserOutputs:
         if self.capture is None:
-            frames = CAPTURE_READERS[scene_format](self.config.data, self.config.downscale_factor)
+            frames = CAPTURE_READERS[scene_format](self.config.data, self.config.downscale_factor,
+                                                   self.config.max_auto_side)
             normalization = normalize_capture(frames.format_name, frames.poses, frames.pinholes, frames.bounded,
                                               points=frames.points, depth_bounds=frames.depth_bounds,
                                               world_from_files=frames.world_from_files)
@@ -86,13 +93,13 @@ class SceneDataParser(DataParser):
         )
 
 
-def check_scene(data: Path, downscale_factor: Optional[int] = None) -> None:
+def check_scene(data: Path, downscale_factor: Optional[int] = None, max_auto_side: int = MAX_AUTO_RESOLUTION) -> None:
     """Check everything a training run will read of the scene in `data` (InputError otherwise)."""
     scene_format = detect_format(data)
     if scene_format == "blender":
         check_blender_scene(data, TRAINING_SPLITS)
     else:
-        CAPTURE_READERS[scene_format](data, downscale_factor)
+        CAPTURE_READERS[scene_format](data, downscale_factor, max_auto_side)
 
 
 CHECKED_PARSERS = (SceneDataParserConfig, CheckedBlenderDataParserConfig)
@@ -105,7 +112,7 @@ def exit_on_bad_scene(parser: DataParserConfig, data: Path) -> None:
         if isinstance(parser, CheckedBlenderDataParserConfig):
             check_blender_scene(data, TRAINING_SPLITS)
         else:
-            check_scene(data, parser.downscale_factor)
+            check_scene(data, parser.downscale_factor, parser.max_auto_side)
 
 
 bn_scene_data = DataParserSpecification(

@@ -25,6 +25,7 @@ from nerfstudio.engine.schedulers import MultiStepSchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from bn_nerf.nerf.dataparser import SceneDataParserConfig
+from bn_nerf.nerf.formats.images import MAX_AUTO_RESOLUTION
 from bn_nerf.nerf.diner import BNDINERModelConfig
 from bn_nerf.nerf.models import BNNeRFModelConfig
 from bn_nerf.nerf.optimizers import FusedAdamOptimizerConfig
@@ -53,9 +54,9 @@ def _diner_optimizers(max_steps: int, table_lr: float, network_lr: float) -> dic
     }
 
 
-def _datamanager(rays_per_batch: int) -> VanillaDataManagerConfig:
+def _datamanager(rays_per_batch: int, max_auto_side: int = MAX_AUTO_RESOLUTION) -> VanillaDataManagerConfig:
     return VanillaDataManagerConfig(
-        dataparser=SceneDataParserConfig(data=Path(DEFAULT_SCENE)),
+        dataparser=SceneDataParserConfig(data=Path(DEFAULT_SCENE), max_auto_side=max_auto_side),
         train_num_rays_per_batch=rays_per_batch,
         eval_num_rays_per_batch=rays_per_batch,
     )
@@ -140,6 +141,13 @@ CPU_NERF_LR = 1e-2
 # so there the ray count stays the preset's.
 CPU_SAMPLE_BUDGET = 1 << 16
 
+# The longest side a capture's images are read at by the CPU presets when --downscale-factor is not
+# given (nerfstudio reads up to 1,600): a phone's 720x1280 video frame is read at 360x640 and a
+# 1080x1920 one at 270x480. A CPU preset's 96^3 table or 4x128 NeRF resolves no more, and every
+# eval view costs its pixel count in rays: at 360x640, a few seconds a view (BENCHMARKS.md
+# "Rendering"), where 720x1280 would take four times as long and hold four times the images.
+CPU_MAX_IMAGE_SIDE = 640
+
 
 def _cpu_trainer(method_name: str, model: BNNeRFModelConfig, rays_per_batch: int, optimizers: dict) -> BatchNormTrainerConfig:
     """What both CPU presets share: the CPU device, the viewer's chunk, step counts, the sample budget."""
@@ -152,7 +160,7 @@ def _cpu_trainer(method_name: str, model: BNNeRFModelConfig, rays_per_batch: int
         steps_per_save=500,
         steps_per_eval_image=500,
         pipeline=SampleBudgetPipelineConfig(
-            datamanager=_datamanager(rays_per_batch), model=model, target_num_samples=CPU_SAMPLE_BUDGET,
+            datamanager=_datamanager(rays_per_batch, CPU_MAX_IMAGE_SIDE), model=model, target_num_samples=CPU_SAMPLE_BUDGET,
             max_num_rays_per_batch=rays_per_batch,
         ),
         optimizers=optimizers,

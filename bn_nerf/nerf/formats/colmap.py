@@ -25,7 +25,7 @@ from bn_nerf.io.errors import InputError
 from bn_nerf.nerf.extent import Pinholes
 from bn_nerf.nerf.formats.checks import check_image_size, check_pinhole
 from bn_nerf.nerf.formats.frames import CaptureFrames
-from bn_nerf.nerf.formats.images import decode_all, downscale_factor_to_read, images_to_read
+from bn_nerf.nerf.formats.images import MAX_AUTO_RESOLUTION, decode_all, downscale_factor_to_read, images_to_read
 
 MODEL_FOLDERS = (Path("sparse/0"), Path("colmap/sparse/0"))
 MODEL_FILES = ("cameras", "images", "points3D")
@@ -40,7 +40,8 @@ def find_model(data: Path) -> Optional[Path]:
     return next((data / folder for folder in MODEL_FOLDERS if (data / folder).is_dir()), None)
 
 
-def read_colmap(data: Path, downscale_factor: Optional[int] = None) -> CaptureFrames:
+def read_colmap(data: Path, downscale_factor: Optional[int] = None,
+                max_auto_side: int = MAX_AUTO_RESOLUTION) -> CaptureFrames:
     """Check and read the COLMAP capture of folder `data`."""
     model = find_model(data)
     if model is None:
@@ -71,7 +72,7 @@ def read_colmap(data: Path, downscale_factor: Optional[int] = None) -> CaptureFr
         # The colmap parser's mapping: images_N/ beside images/, the same relative path inside.
         return [data / f"{IMAGES}_{factor}" / path.relative_to(image_folder) for path in originals]
 
-    factor = downscale_factor_to_read(originals, downscaled, data, downscale_factor)
+    factor = downscale_factor_to_read(originals, downscaled, data, downscale_factor, max_auto_side)
     read = images_to_read(originals, downscaled, factor,
                           lambda index, path: f"{paths['images']}: image {ordered[index].id} names missing {path}")
     decoded = decode_all(read)
@@ -91,6 +92,7 @@ def read_colmap(data: Path, downscale_factor: Optional[int] = None) -> CaptureFr
     return CaptureFrames(
         format_name=f"COLMAP model {model.relative_to(data)}",
         image_filenames=read,
+        downscale_factor=factor,
         poses=poses,
         pinholes=Pinholes(fx=column("fl_x") / factor, fy=column("fl_y") / factor,
                           cx=column("cx") / factor, cy=column("cy") / factor,

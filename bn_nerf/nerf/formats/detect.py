@@ -18,7 +18,8 @@ from bn_nerf.nerf.formats.llff import POSES_BOUNDS, read_llff
 from bn_nerf.nerf.formats.transforms import TRANSFORMS, read_transforms
 
 SceneFormat = Literal["blender", "nerfstudio", "colmap", "llff"]
-CaptureReader = Callable[[Path, Optional[int]], CaptureFrames]
+# (folder, --downscale-factor or None, the longest side read without one) -> the capture's frames
+CaptureReader = Callable[[Path, Optional[int], int], CaptureFrames]
 CAPTURE_READERS: dict[SceneFormat, CaptureReader] = {
     "nerfstudio": read_transforms,
     "colmap": read_colmap,

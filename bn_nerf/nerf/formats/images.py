@@ -78,12 +78,14 @@ def _decode(image_path: Path, byte_size: int, modified_ns: int) -> DecodedImage:
 
 
 def downscale_factor_to_read(
-    originals: Sequence[Path], downscaled: Callable[[int], Sequence[Path]], data: Path, requested: Optional[int]
+    originals: Sequence[Path], downscaled: Callable[[int], Sequence[Path]], data: Path, requested: Optional[int],
+    max_auto_side: int = MAX_AUTO_RESOLUTION,
 ) -> int:
     """The factor a capture is read at: the one asked for; else, where full-size images are there,
-    nerfstudio's rule (the smallest power of two that brings the first one's longer side to
-    1600 pixels or fewer); else a downscaled set present in full (LLFF's folders often
-    hold images_8/ alone): the one of the largest images. `downscaled(N)` names the copies at factor N."""
+    nerfstudio's rule with `max_auto_side` for its 1600 pixels (the smallest power of two that brings
+    the first one's longer side to that or fewer); else, of the downscaled sets present in full
+    (LLFF's folders often hold images_8/ alone), the one of the largest images within that side, or of
+    the smallest images where none is. `downscaled(N)` names the copies at factor N."""
     if requested is not None:
         if requested < 1:
             raise InputError(f"--downscale-factor must be a positive integer; got {requested}")
@@ -92,7 +94,7 @@ def downscale_factor_to_read(
     if existing is not None:
         longer_side = max(_decode_current(existing).size)
         factor = 1
-        while longer_side / factor > MAX_AUTO_RESOLUTION:
+        while longer_side / factor > max_auto_side:
             factor *= 2
         return factor
     present = []
@@ -103,7 +105,8 @@ def downscale_factor_to_read(
     if not present:
         first = originals[0] if originals else data / "images"
         raise InputError(f"{first}: missing, and no images_N/ folder holds every image downscaled")
-    return min(present)
+    within = [factor for factor in present if max(_decode_current(downscaled(factor)[0]).size) <= max_auto_side]
+    return min(within) if within else max(present)
 
 
 def images_to_read(originals: Sequence[Path], downscaled: Callable[[int], Sequence[Path]], factor: int,

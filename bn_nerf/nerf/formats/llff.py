@@ -22,7 +22,8 @@ from bn_nerf.io.errors import InputError
 from bn_nerf.nerf.extent import Pinholes
 from bn_nerf.nerf.formats.checks import check_pinhole
 from bn_nerf.nerf.formats.frames import CaptureFrames
-from bn_nerf.nerf.formats.images import decode_all, downscale_factor_to_read, make_missing_downscaled
+from bn_nerf.nerf.formats.images import (MAX_AUTO_RESOLUTION, decode_all, downscale_factor_to_read,
+                                         make_missing_downscaled)
 
 POSES_BOUNDS = "poses_bounds.npy"
 IMAGES = "images"
@@ -33,7 +34,8 @@ EVAL_INTERVAL = 8
 ROW_LENGTH = 17
 
 
-def read_llff(data: Path, downscale_factor: Optional[int] = None) -> CaptureFrames:
+def read_llff(data: Path, downscale_factor: Optional[int] = None,
+              max_auto_side: int = MAX_AUTO_RESOLUTION) -> CaptureFrames:
     """Check and read the LLFF capture of folder `data`."""
     poses_bounds_path = data / POSES_BOUNDS
     try:
@@ -57,7 +59,7 @@ def read_llff(data: Path, downscale_factor: Optional[int] = None) -> CaptureFram
         return [folder_of(factor) / name for name in names]
 
     originals = [data / IMAGES / name for name in full_size_names]
-    factor = downscale_factor_to_read(originals, downscaled, data, downscale_factor)
+    factor = downscale_factor_to_read(originals, downscaled, data, downscale_factor, max_auto_side)
     read = downscaled(factor)
     if factor > 1 and full_size_names:
         make_missing_downscaled(originals, read, factor)
@@ -96,6 +98,7 @@ def read_llff(data: Path, downscale_factor: Optional[int] = None) -> CaptureFram
     return CaptureFrames(
         format_name=f"LLFF capture ({folder_of(factor).name}/)",
         image_filenames=read,
+        downscale_factor=factor,
         poses=poses,
         pinholes=Pinholes(fx=fx, fy=fx.copy(), cx=width / 2, cy=height / 2, width=width, height=height),
         distortion=np.zeros((len(rows), 6)),

@@ -28,6 +28,7 @@ from bn_nerf.nerf.formats.checks import check_image_size, check_pinhole, finite_
 from bn_nerf.nerf.formats.frames import CaptureFrames
 from bn_nerf.nerf.formats.images import (
     MASK_MODES,
+    MAX_AUTO_RESOLUTION,
     decode_all,
     downscale_factor_to_read,
     images_to_read,
@@ -42,7 +43,8 @@ TRAIN_FRACTION = 0.9
 SPLITS = ("train", "val", "test")
 
 
-def read_transforms(data: Path, downscale_factor: Optional[int] = None) -> CaptureFrames:
+def read_transforms(data: Path, downscale_factor: Optional[int] = None,
+                    max_auto_side: int = MAX_AUTO_RESOLUTION) -> CaptureFrames:
     """Check and read the capture of `data` (a folder holding transforms.json, or the file)."""
     transforms = data if data.suffix == ".json" else data / TRANSFORMS
     folder = transforms.parent
@@ -64,7 +66,7 @@ def read_transforms(data: Path, downscale_factor: Optional[int] = None) -> Captu
         # nerfstudio-data's mapping: images_N/ beside the file, whatever folder the frame names.
         return [folder / f"images_{factor}" / path.name for path in originals]
 
-    factor = downscale_factor_to_read(originals, downscaled, folder, downscale_factor)
+    factor = downscale_factor_to_read(originals, downscaled, folder, downscale_factor, max_auto_side)
     read = images_to_read(originals, downscaled, factor,
                           lambda index, path: f"{transforms}: frame {index} names missing image {path}")
     images = decode_all(read)
@@ -87,6 +89,7 @@ def read_transforms(data: Path, downscale_factor: Optional[int] = None) -> Captu
     return CaptureFrames(
         format_name=f"nerfstudio capture {transforms.name}",
         image_filenames=read,
+        downscale_factor=factor,
         poses=poses[order],
         pinholes=Pinholes(
             fx=np.array([camera["fl_x"] for camera in intrinsics]) / factor,
