@@ -176,10 +176,13 @@ class OccupancyGrid(nn.Module):
         if self.contraction is not None:
             shell_starts, shell_ends = self._shell_intervals(origins, directions, near, far, stratified)
             t_starts, t_ends = torch.cat([t_starts, shell_starts], 1), torch.cat([t_ends, shell_ends], 1)
-        midpoints = origins[:, None, :] + directions[:, None, :] * ((t_starts + t_ends) / 2)[..., None]
-        keep = (t_ends > t_starts) & self.occupied[self._cell_index(midpoints)]
-        ray_indices, column = keep.nonzero(as_tuple=True)
-        return PackedSamples(ray_indices, t_starts[ray_indices, column], t_ends[ray_indices, column])
+        # The grid is looked up at the intervals each ray really has, not at the padding of the
+        # [rays, longest ray] layout (on a Blender view, most of it).
+        ray_indices, column = (t_ends > t_starts).nonzero(as_tuple=True)
+        t_starts, t_ends = t_starts[ray_indices, column], t_ends[ray_indices, column]
+        midpoints = origins[ray_indices] + directions[ray_indices] * ((t_starts + t_ends) / 2)[:, None]
+        keep = self.occupied[self._cell_index(midpoints)]
+        return PackedSamples(ray_indices[keep], t_starts[keep], t_ends[keep])
 
     def _box_intervals(self, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
                        stratified: bool) -> tuple[Tensor, Tensor]:
@@ -267,34 +270,35 @@ def composite_front_to_back(samples: PackedSamples, num_rays: int, field_at: Fie
     ray_indices = samples.ray_indices
     counts = torch.bincount(ray_indices, minlength=num_rays)
     first_of_ray = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(ray_indices), device=ray_indices.device) - first_of_ray[ray_indices]
-    # Samples grouped by round, each round's in ray order (a stable sort keeps the packed order).
-    round_of_sample = torch.div(rank, samples_per_round, rounding_mode="floor")
-    order = torch.argsort(round_of_sample, stable=True)
-    round_ends = torch.cumsum(torch.bincount(round_of_sample), 0).tolist() if len(rank) else []
     dtype = samples.t_starts.dtype
     result = Composited(samples.t_starts.new_zeros(num_rays, 3), samples.t_starts.new_zeros(num_rays),
                         samples.t_starts.new_zeros(num_rays), torch.zeros_like(counts))
     optical_depth = samples.t_starts.new_zeros(num_rays, dtype=torch.float64)
-    visible = torch.ones(num_rays, dtype=torch.bool, device=ray_indices.device)
-    round_start = 0
-    for round_end in round_ends:
-        chosen = order[round_start:round_end]
-        round_start = round_end
+    rays = torch.arange(num_rays, device=ray_indices.device)
+    taken = 0  # samples of each ray evaluated so far
+    while True:
+        # The next round's samples of each visible ray with samples left: the packed positions from
+        # first_of_ray + taken on, at most samples_per_round of them, rays in order.
+        left = counts[rays] - taken
+        rays = rays[left > 0]
         if min_transmittance > 0:
-            chosen = chosen[visible[ray_indices[chosen]]]
-            if len(chosen) == 0:
-                break
-        rays = ray_indices[chosen]
+            rays = rays[torch.exp(-optical_depth[rays]) >= min_transmittance]
+        if len(rays) == 0:
+            break
+        per_ray = (counts[rays] - taken).clamp(max=samples_per_round)
+        round_starts = torch.cumsum(per_ray, 0) - per_ray
+        sample_rays = torch.repeat_interleave(rays, per_ray)
+        position = torch.arange(len(sample_rays), device=rays.device) - torch.repeat_interleave(round_starts, per_ray)
+        chosen = first_of_ray[sample_rays] + taken + position
+        taken += samples_per_round
         t_starts, t_ends = samples.t_starts[chosen], samples.t_ends[chosen]
         densities, rgb = field_at(chosen)
         # Weights as if each ray started here, times what earlier rounds let through.
-        weights = packed_weights(t_starts, t_ends, densities, rays, num_rays)
-        weights = weights * torch.exp(-optical_depth[rays]).to(dtype)
-        result.weighted_rgb.index_add_(0, rays, weights[:, None] * rgb)
-        result.accumulation.index_add_(0, rays, weights)
-        result.weighted_depth.index_add_(0, rays, weights * (t_starts + t_ends) / 2)
-        result.evaluated.index_add_(0, rays, torch.ones_like(rays))
-        optical_depth.index_add_(0, rays, (densities * (t_ends - t_starts)).double())
-        visible = torch.exp(-optical_depth) >= min_transmittance
+        weights = packed_weights(t_starts, t_ends, densities, sample_rays, num_rays)
+        weights = weights * torch.exp(-optical_depth[sample_rays]).to(dtype)
+        result.weighted_rgb.index_add_(0, sample_rays, weights[:, None] * rgb)
+        result.accumulation.index_add_(0, sample_rays, weights)
+        result.weighted_depth.index_add_(0, sample_rays, weights * (t_starts + t_ends) / 2)
+        result.evaluated.index_add_(0, rays, per_ray)
+        optical_depth.index_add_(0, sample_rays, (densities * (t_ends - t_starts)).double())
     return result
