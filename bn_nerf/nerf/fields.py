@@ -120,17 +120,43 @@ class NormalizedRadianceField(Field):
 
     def inside_scene_box(self, ray_samples: RaySamples) -> Tuple[Tensor, Optional[Tensor]]:
         """The sample positions as the position encoding takes them, and which samples it may read:
-        all of them without a box; with one, those inside it (positions normalized to [0, 1])."""
+        all of them (None) without a box or when every sample lies inside it; else a mask of those
+        inside (positions normalized to [0, 1])."""
         positions = ray_samples.frustums.get_positions()
         if self.contraction is not None:
             positions = self.contraction(positions)
         if self.scene_aabb is None:
             return positions, None
         positions = SceneBox.get_normalized_positions(positions, self.scene_aabb)
-        return positions, ((positions > 0.0) & (positions < 1.0)).all(dim=-1)
+        inside = ((positions > 0.0) & (positions < 1.0)).all(dim=-1)
+        # The occupancy grid keeps samples in the box's cells, so usually all are inside: the
+        # networks then take them as they are, without a gather and a scatter (the same rows, in
+        # the same order, so BN's statistics are the same).
+        return positions, None if bool(inside.all()) else inside
+
+    def forward(self, ray_samples: RaySamples, compute_normals: bool = False) -> Dict[FieldHeadNames, Tensor]:
+        """nerfstudio's Field.forward, with the positions and the box test computed once for density
+        and colour."""
+        if compute_normals:
+            return super().forward(ray_samples, compute_normals)
+        positions, inside = self.inside_scene_box(ray_samples)
+        density, trunk_features = self.density_at(positions, inside)
+        outputs = self.colour_at(ray_samples.frustums.directions, trunk_features, inside)
+        outputs[FieldHeadNames.DENSITY] = density
+        return outputs
 
     def get_density(self, ray_samples: RaySamples) -> Tuple[Tensor, Tensor]:
-        positions, inside = self.inside_scene_box(ray_samples)
+        return self.density_at(*self.inside_scene_box(ray_samples))
+
+    def get_outputs(
+        self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
+    ) -> Dict[FieldHeadNames, Tensor]:
+        assert density_embedding is not None, "Field.forward passes the trunk features from get_density"
+        _, inside = self.inside_scene_box(ray_samples)
+        return self.colour_at(ray_samples.frustums.directions, density_embedding, inside)
+
+    def density_at(self, positions: Tensor, inside: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Density and trunk features at encoded-space positions (`inside_scene_box`)."""
         if inside is None:
             trunk_features = self.trunk(encode(self.position_encoding, positions))
             return self.density_head(trunk_features), trunk_features
@@ -145,20 +171,18 @@ class NormalizedRadianceField(Field):
         density[inside] = self.density_head(trunk_features[inside])
         return density, trunk_features
 
-    def get_outputs(
-        self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
-    ) -> Dict[FieldHeadNames, Tensor]:
-        assert density_embedding is not None, "Field.forward passes the trunk features from get_density"
-        encoded_directions = encode(self.direction_encoding, ray_samples.frustums.directions)
+    def colour_at(self, directions: Tensor, trunk_features: Tensor, inside: Optional[Tensor]) -> Dict[FieldHeadNames, Tensor]:
+        """View-dependent colour from the trunk features (`density_at`) and the view directions."""
+        encoded_directions = encode(self.direction_encoding, directions)
         # vanilla-nerf's order: direction features first, then trunk features.
-        colour_inputs = torch.cat([encoded_directions, density_embedding], dim=-1)
-        _, inside = self.inside_scene_box(ray_samples)
+        colour_inputs = torch.cat([encoded_directions, trunk_features], dim=-1)
         if inside is None:
             return {FieldHeadNames.RGB: self.rgb_head(self.colour_network(colour_inputs))}
         # Samples outside the box have zero density, so their colour has no weight in the render.
         rgb = colour_inputs.new_zeros(*inside.shape, 3)
         rgb[inside] = self.rgb_head(self.colour_network(colour_inputs[inside]))
         return {FieldHeadNames.RGB: rgb}
+
 
 def make_nerf_field(
     normalization: Normalization = "batch",
