@@ -38,6 +38,12 @@ from bn_nerf.runtime import choose_threads, keep_freed_memory, return_freed_memo
 @dataclass
 class BatchNormTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: BatchNormTrainer)
+    return_memory_every: int = 10
+    """Training steps between returns of freed memory to the system. Kept freed memory (see `setup`)
+    fragments: a step's tensors change size with its ray and sample counts, so a block freed by one
+    step rarely fits the next one's, and the heap grew without bound (fox at 270x480, bn-diner-cpu:
+    4.5 GB by step 300); returned every 10 steps it stayed under 2.9 GB at the same speed
+    (BENCHMARKS.md "Memory")."""
     threads: Optional[int] = None
     """CPU threads for torch on a CPU run (default: every usable core, unless a short probe measures one
     thread clearly faster; OMP_NUM_THREADS caps it). Runs to be compared should all set the same count."""
@@ -93,7 +99,8 @@ class BatchNormTrainer(Trainer):
             threads = self.config.threads or threads_per_process()
             CONSOLE.print(f"{self.config.method_name}: {choose_threads(threads, torch.device('cpu')).line}")
         # A step allocates and frees activations of hundreds of MB; glibc would return them to the
-        # kernel and page-fault them back every step.
+        # kernel and page-fault them back every step. What piles up is returned every
+        # `return_memory_every` steps and after each eval image and checkpoint.
         keep_freed_memory()
         # A combination of options the model refuses as it is built is a usage error, reported as the
         # scene check reports bad input, not as a traceback through nerfstudio's set-up.
@@ -109,6 +116,8 @@ class BatchNormTrainer(Trainer):
     def train_iteration(self, step: int):
         result = super().train_iteration(step)
         self.completed_a_step = True
+        if step % self.config.return_memory_every == 0:
+            return_freed_memory()
         return result
 
     def calibrate_batchnorm(self, step: int) -> None:
