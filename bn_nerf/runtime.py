@@ -76,6 +76,18 @@ def return_freed_memory() -> bool:
     return malloc_trim is not None and bool(malloc_trim(0))
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the kernel could give this process now without swapping (MemAvailable), or None
+    where /proc/meminfo does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def usable_cores() -> int:
     """Cores this process may run on (CPU affinity, then a cgroup CPU quota when one is set)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -203,6 +203,21 @@ def test_cpu_presets_read_a_phone_sized_capture_downscaled_and_say_so(copy_of, c
         assert Image.open(parser.setup().get_dataparser_outputs("train").image_filenames[0]).size == (960, 720)
 
 
+def test_a_capture_whose_images_would_not_fit_in_memory_is_refused_in_one_line_naming_the_factor(copy_of, monkeypatch):
+    import bn_nerf.nerf.dataparser as dataparser
+
+    data = enlarged_capture(copy_of("nerfstudio"), 20)  # 16 images of 960x720: 133 MB as float32 RGB
+    monkeypatch.setattr(dataparser, "available_memory_bytes", lambda: dataparser.TRAINING_MEMORY_BESIDE_IMAGES + 40 * 2**20)
+    with pytest.raises(InputError) as refused:
+        check_scene(data)
+    message = str(refused.value)
+    assert message.startswith(f"{data}: 16 images at 960x720 need about") and "\n" not in message
+    assert message.endswith("read them smaller with --downscale-factor 2")  # a quarter of 133 MB fits in 40
+    check_scene(data, downscale_factor=2)
+    monkeypatch.setattr(dataparser, "available_memory_bytes", lambda: None)  # a system that does not say
+    check_scene(data)
+
+
 def parse_ns_train(*arguments: str):
     """What ns-train's command line makes of `arguments`, with --data handed on as ns-train does."""
     from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion

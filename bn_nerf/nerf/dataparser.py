@@ -22,12 +22,13 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from bn_nerf.io.errors import exiting_on_input_error
+from bn_nerf.io.errors import InputError, exiting_on_input_error
 from bn_nerf.nerf.extent import Normalization, normalize_capture
 from bn_nerf.nerf.formats.blender import TRAINING_SPLITS, CheckedBlender, CheckedBlenderDataParserConfig, check_blender_scene
 from bn_nerf.nerf.formats.detect import CAPTURE_READERS, detect_format
 from bn_nerf.nerf.formats.frames import CaptureFrames
 from bn_nerf.nerf.formats.images import MAX_AUTO_RESOLUTION
+from bn_nerf.runtime import available_memory_bytes
 
 
 @dataclass
@@ -99,7 +100,33 @@ def check_scene(data: Path, downscale_factor: Optional[int] = None, max_auto_sid
     if scene_format == "blender":
         check_blender_scene(data, TRAINING_SPLITS)
     else:
-        CAPTURE_READERS[scene_format](data, downscale_factor, max_auto_side)
+        check_images_fit_memory(data, CAPTURE_READERS[scene_format](data, downscale_factor, max_auto_side))
+
+
+# What a CPU preset's training process holds besides the cached images (PyTorch, nerfstudio, the
+# field, the optimizer, a step's activations): the embedded scene's run peaked at about 2 GB.
+TRAINING_MEMORY_BESIDE_IMAGES = 2 * 2**30
+
+
+def check_images_fit_memory(data: Path, frames: CaptureFrames) -> None:
+    """nerfstudio caches every image of both splits in memory as float32 RGB(A): refuse, in one line
+    and before training, a capture whose cache would not fit the memory available now (rather than
+    be killed by the kernel mid-run), naming the factor that would fit."""
+    available = available_memory_bytes()
+    if available is None:
+        return
+    channels = 4 if frames.bounded else 3
+    image_bytes = int((frames.pinholes.width.astype(np.int64) * frames.pinholes.height).sum()) * channels * 4
+    if image_bytes + TRAINING_MEMORY_BESIDE_IMAGES <= available:
+        return
+    # Each halving of the sides quarters the cache.
+    halvings = 0
+    while halvings < 6 and image_bytes / 4**halvings + TRAINING_MEMORY_BESIDE_IMAGES > available:
+        halvings += 1
+    raise InputError(f"{data}: {len(frames.image_filenames)} images at {frames.image_size} need about "
+                     f"{(image_bytes + TRAINING_MEMORY_BESIDE_IMAGES) / 2**30:.1f} GB to train on (nerfstudio "
+                     f"caches them as float32) and {available / 2**30:.1f} GB of memory is available; read them "
+                     f"smaller with --downscale-factor {frames.downscale_factor * 2**halvings}")
 
 
 CHECKED_PARSERS = (SceneDataParserConfig, CheckedBlenderDataParserConfig)

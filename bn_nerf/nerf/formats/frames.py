@@ -49,12 +49,16 @@ class CaptureFrames:
     """how many times smaller than the originals the images read are (images_N/)"""
 
     @property
+    def image_size(self) -> str:
+        """The images' width x height as read, e.g. "480x360" (and how many other sizes there are)."""
+        sizes = sorted({(int(w), int(h)) for w, h in zip(self.pinholes.width, self.pinholes.height)})
+        return f"{sizes[0][0]}x{sizes[0][1]}" + (f" (and {len(sizes) - 1} other sizes)" if len(sizes) > 1 else "")
+
+    @property
     def resolution_line(self) -> str:
         """The size the images are read at, for the run's scene line."""
-        sizes = sorted({(int(w), int(h)) for w, h in zip(self.pinholes.width, self.pinholes.height)})
-        size = f"{sizes[0][0]}x{sizes[0][1]}" + (f" (and {len(sizes) - 1} other sizes)" if len(sizes) > 1 else "")
         scale = "full size" if self.downscale_factor == 1 else f"downscaled {self.downscale_factor}x"
-        return f"images read at {size}, {scale} (--downscale-factor overrides)"
+        return f"images read at {self.image_size}, {scale} (--downscale-factor overrides)"
 
     def split_indices(self, split: str, source: Path) -> np.ndarray:
         if split not in self.splits:
