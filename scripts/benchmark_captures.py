@@ -45,7 +45,7 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConf
 
 from benchmark_nerf import CHECK_PIXELS, TestPixels
 
-from bn_nerf.nerf.budget import TrainingRecord, method_config, setup_trainer, train
+from bn_nerf.nerf.engine.budget import TrainingRecord, method_config, setup_trainer, train
 from bn_nerf.runtime import cpu_model
 
 METHODS = ("BN-DINER", "DINER", "BN-NeRF", "NeRF", "nerfacto")

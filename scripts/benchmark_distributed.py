@@ -41,10 +41,10 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from bn_nerf.nerf.budget import method_config, train
-from bn_nerf.nerf.fields import make_nerf_field
-from bn_nerf.nerf.launch import process_worker
-from bn_nerf.nerf.scene import write_scene
+from bn_nerf.nerf.data.scene import write_scene
+from bn_nerf.nerf.engine.budget import method_config, train
+from bn_nerf.nerf.engine.launch import process_worker
+from bn_nerf.nerf.fields.radiance_field import make_nerf_field
 from bn_nerf.networks.norms import batchnorm_layers
 from bn_nerf.runtime import cpu_model
 

@@ -33,9 +33,9 @@ import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
-from bn_nerf.nerf.budget import TrainingRecord, method_config, setup_trainer, train
-from bn_nerf.nerf.metrics import psnr
-from bn_nerf.nerf.trainer import BatchNormTrainer
+from bn_nerf.nerf.engine.budget import TrainingRecord, method_config, setup_trainer, train
+from bn_nerf.nerf.engine.trainer import BatchNormTrainer
+from bn_nerf.nerf.model_components.metrics import psnr
 from bn_nerf.runtime import cpu_model
 
 CHECK_PIXELS = 8192

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmark_nerf import configured, machine
-from bn_nerf.nerf.budget import method_config, setup_trainer, train
+from bn_nerf.nerf.engine.budget import method_config, setup_trainer, train
 
 LABELS = ("vanilla-nerf", "bn-nerf (BN)", "bn-nerf (BN off)")
 

@@ -57,7 +57,7 @@ import torch
 from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_fraction
 
 from benchmark_nerf import TestPixels, machine
-from bn_nerf.nerf.budget import TrainingRecord, method_config, setup_trainer, test_metrics, train
+from bn_nerf.nerf.engine.budget import TrainingRecord, method_config, setup_trainer, test_metrics, train
 
 PAIRS = {"nerf": "bn-nerf-cpu", "diner": "bn-diner-cpu"}
 ARMS = {"BN": "batch", "BN off": "none"}

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from bn_nerf.nerf.budget import method_config, setup_trainer, test_metrics, train
-from bn_nerf.nerf.scene import write_scene
+from bn_nerf.nerf.data.scene import write_scene
+from bn_nerf.nerf.engine.budget import method_config, setup_trainer, test_metrics, train
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def radiance_run(label: str, method: str, normalization: str, steps: int, scene:
 def sync_batchnorm_check(device: str, pytest_summary: str | None) -> dict:
     """Conversion keeps the checkpoint's keys; on CUDA, one step trains in a one-process group, and the
     distributed tests' pytest summary (run first)."""
-    from bn_nerf.nerf.fields import make_nerf_field
+    from bn_nerf.nerf.fields.radiance_field import make_nerf_field
     from bn_nerf.networks import convert_to_sync_batchnorm
 
     field = make_nerf_field(trunk_depth=2, trunk_width=32, skip_connections=(), colour_depth=1, colour_width=16)

@@ -21,11 +21,11 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from conftest import truncated
 
 from bn_nerf.io.errors import InputError
-from bn_nerf.nerf.capture import OPENCV_DISTORTION, capture_intrinsics, trace_capture, write_capture
-from bn_nerf.nerf.dataparser import SceneDataParserConfig, check_scene
-from bn_nerf.nerf.formats.detect import NO_FORMAT, detect_format
+from bn_nerf.nerf.data.capture import OPENCV_DISTORTION, capture_intrinsics, trace_capture, write_capture
+from bn_nerf.nerf.data.dataparser import SceneDataParserConfig, check_scene
+from bn_nerf.nerf.data.formats.detect import NO_FORMAT, detect_format
+from bn_nerf.nerf.data.scene import SLAB_MAX, SLAB_MIN, SPHERE_CENTRE, SPHERE_RADIUS, write_scene
 from bn_nerf.nerf.method_configs import bn_diner_cpu
-from bn_nerf.nerf.scene import SLAB_MAX, SLAB_MIN, SPHERE_CENTRE, SPHERE_RADIUS, write_scene
 
 SIZE = 48
 VIEWS = 16
@@ -204,7 +204,7 @@ def test_cpu_presets_read_a_phone_sized_capture_downscaled_and_say_so(copy_of, c
 
 
 def test_a_capture_whose_images_would_not_fit_in_memory_is_refused_in_one_line_naming_the_factor(copy_of, monkeypatch):
-    import bn_nerf.nerf.dataparser as dataparser
+    import bn_nerf.nerf.data.dataparser as dataparser
 
     data = enlarged_capture(copy_of("nerfstudio"), 20)  # 16 images of 960x720: 133 MB as float32 RGB
     monkeypatch.setattr(dataparser, "available_memory_bytes", lambda: dataparser.TRAINING_MEMORY_BESIDE_IMAGES + 40 * 2**20)

@@ -18,13 +18,13 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.scripts import eval as ns_eval
 from nerfstudio.scripts import render as ns_render
 
-from bn_nerf.nerf.budget import method_config, setup_trainer, train
-from bn_nerf.nerf.budget import test_metrics as eval_split_metrics
-from bn_nerf.nerf.capture import write_capture
-from bn_nerf.nerf.contraction import Contraction
-from bn_nerf.nerf.metrics import psnr
-from bn_nerf.nerf.health import CHECK_AT_STEP, TrainingHealth
-from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings
+from bn_nerf.nerf.data.capture import write_capture
+from bn_nerf.nerf.engine.budget import method_config, setup_trainer, train
+from bn_nerf.nerf.engine.budget import test_metrics as eval_split_metrics
+from bn_nerf.nerf.model_components.contraction import Contraction
+from bn_nerf.nerf.model_components.health import CHECK_AT_STEP, TrainingHealth
+from bn_nerf.nerf.model_components.metrics import psnr
+from bn_nerf.nerf.model_components.sampling import OccupancyGrid, OccupancyGridSettings
 
 BOX = torch.tensor([[-1.0, -0.5, -2.0], [1.0, 1.5, 0.0]])  # off-centre and not a cube, as a capture's may be
 
@@ -102,7 +102,7 @@ def rising(steps: int, gain: float) -> list[tuple[float, float]]:
 ])
 def test_a_run_that_has_not_learned_by_the_check_gets_one_warning_naming_the_symptom(steps, empty, warned, symptom, caplog):
     health = TrainingHealth("bn-diner", "box (-1, -1, -1)..(1, 1, 1), empty beyond it, near 2, far 6")
-    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.health"):
+    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.model_components.health"):
         for training_psnr, flat_colour_psnr in steps + steps:  # past the check too: it warns once
             health.record(training_psnr, flat_colour_psnr, empty)
     assert health.warned is warned
@@ -193,8 +193,8 @@ def test_a_capture_read_as_a_bounded_scene_warns_once_with_the_likely_cause(capt
     # A coarser grid: every step here refills it, and its refreshes are most of the run's time.
     trainer = setup_trainer(small_bn_diner(NerfstudioDataParserConfig(), occupancy_resolution=16), capture, tmp_path, "cpu")
     assert trainer.pipeline.model.contraction is None  # no extent from nerfstudio's parser: a bounded box
-    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.health"):
+    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.model_components.health"):
         train(trainer, steps=CHECK_AT_STEP)
-    [warning] = [record.getMessage() for record in caplog.records if record.name == "bn_nerf.nerf.health"]
+    [warning] = [record.getMessage() for record in caplog.records if record.name == "bn_nerf.nerf.model_components.health"]
     assert "outside the region the model covers" in warning and "near 2, far 6" in warning
     assert eval_split_metrics(trainer)["psnr"] < 12

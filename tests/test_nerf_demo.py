@@ -112,7 +112,7 @@ def test_known_upstream_warnings_are_silenced_and_ours_are_not():
         warnings.simplefilter("always")
         silence_known_upstream_warnings()
         warnings.warn_explicit(message, UserWarning, "cameras.py", 601, module="nerfstudio.cameras.cameras")
-        warnings.warn_explicit(message, UserWarning, "grid_model.py", 1, module="bn_nerf.nerf.grid_model")
+        warnings.warn_explicit(message, UserWarning, "grid_model.py", 1, module="bn_nerf.nerf.models.grid_model")
         warnings.warn_explicit("an upstream warning nobody listed", UserWarning, "cameras.py", 1,
                                module="nerfstudio.cameras.cameras")
     assert [(w.filename, str(w.message)) for w in caught] == [
@@ -133,7 +133,7 @@ def test_reported_test_metrics_are_what_ns_eval_measures_on_the_checkpoint(demo_
 
 def test_novel_view_is_not_a_scene_camera(tmp_path):
     """The rendered view must be a camera in none of the splits the scene writes."""
-    from bn_nerf.nerf.scene import write_scene
+    from bn_nerf.nerf.data.scene import write_scene
 
     write_scene(tmp_path, size=8)
     camera, _ = demo.novel_camera(8)

@@ -13,18 +13,19 @@ from nerfstudio.cameras.rays import Frustums, RaySamples
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.field_components.field_heads import FieldHeadNames
 
-from bn_nerf.nerf.diner import BNDINERModelConfig
-from bn_nerf.nerf.fields import make_diner_field, make_nerf_field
-from bn_nerf.nerf.models import BNNeRFModelConfig
-from bn_nerf.nerf.sampling import OccupancyGrid, OccupancyGridSettings, PackedSamples, composite_front_to_back, packed_weights
-from bn_nerf.nerf.tables import FeatureTable
+from bn_nerf.nerf.fields.radiance_field import make_diner_field, make_nerf_field
+from bn_nerf.nerf.fields.tables import FeatureTable
+from bn_nerf.nerf.model_components.sampling import (OccupancyGrid, OccupancyGridSettings, PackedSamples,
+                                                    composite_front_to_back, packed_weights)
+from bn_nerf.nerf.models.diner_model import BNDINERModelConfig
+from bn_nerf.nerf.models.nerf_model import BNNeRFModelConfig
 
 BOX = torch.tensor([[-1.5] * 3, [1.5] * 3])
 
 
 @pytest.mark.parametrize("resolution, log2_entries, layout", [(8, 9, "dense"), (9, 9, "hashed")])
 def test_table_is_dense_when_the_grid_fits_and_hashed_when_not(resolution, log2_entries, layout, caplog):
-    with caplog.at_level(logging.INFO, logger="bn_nerf.nerf.tables"):
+    with caplog.at_level(logging.INFO, logger="bn_nerf.nerf.fields.tables"):
         table = FeatureTable(resolution, 3, log2_entries)
     # No CUDA here, so torch runs the table, and says so.
     assert table.layout == layout and table.backend == f"torch-{layout}"
@@ -182,7 +183,7 @@ def test_an_emptied_grid_is_refilled_and_the_recovery_logged(kind, label, caplog
     model.train()
     model.density_at = lambda points: torch.zeros(len(points), 1)  # a field that has gone transparent
     [update] = model.get_training_callbacks(None)
-    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.grid_model"):
+    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.models.grid_model"):
         update.func(step=0)
     assert model.occupancy_grid.occupied_fraction == 1.0
     assert "occupancy grid emptied" in caplog.text
@@ -197,7 +198,7 @@ def test_a_training_batch_without_samples_refills_the_grid_and_says_so(kind, lab
     from nerfstudio.cameras.rays import RayBundle
 
     rays = RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(16, 1), nears=near, fars=far)
-    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.grid_model"):
+    with caplog.at_level(logging.WARNING, logger="bn_nerf.nerf.models.grid_model"):
         outputs = model.get_outputs(rays)
     assert int(outputs["num_samples_per_ray"].sum()) == 0
     assert "no sample of a training batch" in caplog.text and model.occupancy_grid.occupied_fraction == 1.0

@@ -22,10 +22,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bn_nerf.nerf.budget import method_config
-from bn_nerf.nerf.launch import main as bn_nerf_train
-from bn_nerf.nerf.launch import process_worker
-from bn_nerf.nerf.scene import write_scene
+from bn_nerf.nerf.data.scene import write_scene
+from bn_nerf.nerf.engine.budget import method_config
+from bn_nerf.nerf.engine.launch import main as bn_nerf_train
+from bn_nerf.nerf.engine.launch import process_worker
 from bn_nerf.networks import build_network, reestimate_batchnorm
 from bn_nerf.networks.norms import CrossProcessBatchNorm1d, batchnorm_layers, synchronize_batchnorm
 

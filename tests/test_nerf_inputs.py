@@ -21,11 +21,11 @@ from nerfstudio.data.scene_box import SceneBox
 from conftest import truncated
 
 from bn_nerf.io.errors import InputError
-from bn_nerf.nerf import metrics
-from bn_nerf.nerf.formats.blender import check_blender_split
+from bn_nerf.nerf.data.formats.blender import check_blender_split
+from bn_nerf.nerf.data.scene import write_scene
 from bn_nerf.nerf.method_configs import bn_nerf_cpu
-from bn_nerf.nerf.models import BNNeRFModelConfig
-from bn_nerf.nerf.scene import write_scene
+from bn_nerf.nerf.model_components import metrics
+from bn_nerf.nerf.models.nerf_model import BNNeRFModelConfig
 
 
 @pytest.fixture

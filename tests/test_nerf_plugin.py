@@ -31,11 +31,12 @@ from nerfstudio.scripts import render as ns_render
 from nerfstudio.utils.eval_utils import eval_setup
 
 from bn_nerf.nerf import method_configs
-from bn_nerf.nerf.fields import make_diner_field, make_nerf_field, nerf_direction_encoding, nerf_position_encoding
-from bn_nerf.nerf.grid_model import OccupancyGridModel
-from bn_nerf.nerf.metrics import psnr
-from bn_nerf.nerf.models import BNNeRFModel
-from bn_nerf.nerf.scene import write_scene
+from bn_nerf.nerf.data.scene import write_scene
+from bn_nerf.nerf.fields.radiance_field import (make_diner_field, make_nerf_field, nerf_direction_encoding,
+                                                nerf_position_encoding)
+from bn_nerf.nerf.model_components.metrics import psnr
+from bn_nerf.nerf.models.grid_model import OccupancyGridModel
+from bn_nerf.nerf.models.nerf_model import BNNeRFModel
 
 TINY_MODEL = dict(
     sampler="hierarchical",

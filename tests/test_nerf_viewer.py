@@ -28,9 +28,9 @@ from websockets.sync.client import connect
 
 from nerfstudio.cameras.cameras import Cameras
 
-from bn_nerf.nerf.capture import BACKGROUND_RADIUS, photograph, write_capture
-from bn_nerf.nerf.dataparser import SceneDataParserConfig
-from bn_nerf.nerf.scene import render_view, write_scene
+from bn_nerf.nerf.data.capture import BACKGROUND_RADIUS, photograph, write_capture
+from bn_nerf.nerf.data.dataparser import SceneDataParserConfig
+from bn_nerf.nerf.data.scene import render_view, write_scene
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WINDOW = (1200, 800)

@@ -1,6 +1,6 @@
 """`bn-nerf-demo`: the README's main job on a fresh machine, without downloads or a GPU.
 
-1. writes the embedded procedural scene (bn_nerf.nerf.scene) unless it is already there;
+1. writes the embedded procedural scene (bn_nerf.nerf.data.scene) unless it is already there;
 2. trains a CPU preset with nerfstudio's own training loop (the run ns-train would make: config.yml,
    checkpoints whose BN statistics are re-estimated at save time, tensorboard logs);
 3. loads the final checkpoint the way ns-eval does and reports test PSNR/SSIM in eval mode, i.e.
@@ -49,7 +49,7 @@ def novel_camera(size: int):
     """A nerfstudio camera of the scene's intrinsics at NOVEL_VIEW, and its ray-traced RGBA truth."""
     from nerfstudio.cameras.cameras import Cameras, CameraType
 
-    from bn_nerf.nerf.scene import CAMERA_ANGLE_X, CAMERA_DISTANCE, look_at_pose, render_view
+    from bn_nerf.nerf.data.scene import CAMERA_ANGLE_X, CAMERA_DISTANCE, look_at_pose, render_view
 
     azimuth, elevation = (math.radians(angle) for angle in NOVEL_VIEW)
     position = CAMERA_DISTANCE * np.array(
@@ -90,7 +90,7 @@ def train(method: str, normalization: str, scene: Path, output: Path, steps: int
     config.pipeline.model.normalization = normalization
     config.output_dir = output
     config.max_num_iterations = steps
-    # None: the trainer measures one thread against every core, as for ns-train (bn_nerf.nerf.trainer).
+    # None: the trainer measures one thread against every core, as for ns-train (bn_nerf.nerf.engine.trainer).
     config.threads = threads
     for group in config.optimizers.values():
         if group["scheduler"] is not None:  # decay over this run, not over the preset's length
@@ -125,7 +125,7 @@ def evaluate(config_path: Path, output: Path, size: int) -> dict:
     """Test metrics and the novel view from the saved checkpoint, loaded as ns-eval loads it."""
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from bn_nerf.nerf.metrics import image_metrics
+    from bn_nerf.nerf.model_components.metrics import image_metrics
 
     _, pipeline, _, step = eval_setup(config_path, test_mode="test")  # eval mode: BN running statistics
     test = pipeline.get_average_eval_image_metrics()
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bn-nerf-demo: error: --steps and --threads must be positive and --size at least 8", file=sys.stderr)
         return 2
 
-    from bn_nerf.nerf.scene import write_scene
+    from bn_nerf.nerf.data.scene import write_scene
 
     started = time.perf_counter()
     # Bound to this stdout now: while nerfstudio's output is redirected to the log, the bar and the

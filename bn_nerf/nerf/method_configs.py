@@ -9,7 +9,7 @@ become its own BN-off baseline, so a side-by-side run changes nothing else.
   bn-nerf-cpu   CPU-practical preset of bn-nerf: a smaller field behind a coarser grid (not the paper's).
   bn-diner-cpu  CPU-practical preset of bn-diner: a dense table, coarser marching, fewer rays.
 
-Every method reads its `--data` folder through bn_nerf.nerf.dataparser, which recognises the format
+Every method reads its `--data` folder through bn_nerf.nerf.data.dataparser, which recognises the format
 (Blender, transforms.json, COLMAP, LLFF) and derives the scene's extent; the grid-rendered models take
 their scene handling from it (a bounded box for Blender; contraction beyond the box, the data's near
 and far, for a capture), so one preset serves both kinds of scene.
@@ -24,14 +24,14 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConf
 from nerfstudio.engine.schedulers import MultiStepSchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from bn_nerf.nerf.dataparser import SceneDataParserConfig
-from bn_nerf.nerf.formats.images import MAX_AUTO_RESOLUTION
-from bn_nerf.nerf.diner import BNDINERModelConfig
-from bn_nerf.nerf.models import BNNeRFModelConfig
-from bn_nerf.nerf.optimizers import FusedAdamOptimizerConfig
-from bn_nerf.nerf.pipelines import GlobalBatchPipelineConfig, SampleBudgetPipelineConfig
-from bn_nerf.nerf.schedulers import FloatExponentialDecaySchedulerConfig
-from bn_nerf.nerf.trainer import BatchNormTrainerConfig
+from bn_nerf.nerf.data.dataparser import SceneDataParserConfig
+from bn_nerf.nerf.data.formats.images import MAX_AUTO_RESOLUTION
+from bn_nerf.nerf.engine.optimizers import FusedAdamOptimizerConfig
+from bn_nerf.nerf.engine.pipelines import GlobalBatchPipelineConfig, SampleBudgetPipelineConfig
+from bn_nerf.nerf.engine.schedulers import FloatExponentialDecaySchedulerConfig
+from bn_nerf.nerf.engine.trainer import BatchNormTrainerConfig
+from bn_nerf.nerf.models.diner_model import BNDINERModelConfig
+from bn_nerf.nerf.models.nerf_model import BNNeRFModelConfig
 
 DEFAULT_SCENE = "data/bn-nerf-scene"
 

@@ -2,12 +2,13 @@
 dynamic-batch pipeline bounded for grid-rendered BN models.
 
 `GlobalBatchPipeline` is nerfstudio's VanillaPipeline, unchanged on one process. On several
-(bn_nerf.nerf.distributed says how the step is made the one-process step): the configured ray count
-is the global batch, each process training its share; the model is wrapped in DistributedDataParallel
-on any device (nerfstudio's pipeline passes CUDA device ids, which DDP refuses for a CPU model) and
-without DDP's broadcast of every buffer before each forward -- BatchNorm's running statistics are
-the group's already, the occupancy grid is synced at its refreshes, and its buffers (cell
-coordinates and occupancy, ~80 MB at 128^3) would otherwise be the largest message of every step.
+(bn_nerf.nerf.distributed.processes says how the step is made the one-process step): the configured
+ray count is the global batch, each process training its share; the model is wrapped in
+DistributedDataParallel on any device (nerfstudio's pipeline passes CUDA device ids, which DDP
+refuses for a CPU model) and without DDP's broadcast of every buffer before each forward --
+BatchNorm's running statistics are the group's already, the occupancy grid is synced at its
+refreshes, and its buffers (cell coordinates and occupancy, ~80 MB at 128^3) would otherwise be the
+largest message of every step.
 
 `SampleBudgetPipeline`: the ray count of a step follows a sample budget, as nerfacc and nerfstudio's
 instant-ngp keep theirs, within limits a grid-rendered BN model needs. With a fixed ray count, the
@@ -39,7 +40,8 @@ from torch.nn.parallel import DistributedDataParallel
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.pipelines.dynamic_batch import DynamicBatchPipeline, DynamicBatchPipelineConfig
 
-from bn_nerf.nerf.distributed import keep_random_states_agreeing, next_train_share, share_bounds, sum_over_processes
+from bn_nerf.nerf.distributed.processes import (keep_random_states_agreeing, next_train_share, share_bounds,
+                                                sum_over_processes)
 
 
 @dataclass

@@ -22,10 +22,11 @@ from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_interva
 from nerfstudio.process_data.colmap_utils import parse_colmap_camera_params
 
 from bn_nerf.io.errors import InputError
-from bn_nerf.nerf.extent import Pinholes
-from bn_nerf.nerf.formats.checks import check_image_size, check_pinhole
-from bn_nerf.nerf.formats.frames import CaptureFrames
-from bn_nerf.nerf.formats.images import MAX_AUTO_RESOLUTION, decode_all, downscale_factor_to_read, images_to_read
+from bn_nerf.nerf.data.extent import Pinholes
+from bn_nerf.nerf.data.formats.checks import check_image_size, check_pinhole
+from bn_nerf.nerf.data.formats.frames import CaptureFrames
+from bn_nerf.nerf.data.formats.images import (MAX_AUTO_RESOLUTION, decode_all, downscale_factor_to_read,
+                                              images_to_read)
 
 MODEL_FOLDERS = (Path("sparse/0"), Path("colmap/sparse/0"))
 MODEL_FILES = ("cameras", "images", "points3D")

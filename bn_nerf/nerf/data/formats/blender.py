@@ -15,9 +15,9 @@ from typing import Iterable, Type
 from nerfstudio.data.dataparsers.blender_dataparser import Blender, BlenderDataParserConfig
 
 from bn_nerf.io.errors import InputError, exiting_on_input_error
-from bn_nerf.nerf.extent import BLENDER_EXTENT
-from bn_nerf.nerf.formats.checks import finite_matrix, read_json
-from bn_nerf.nerf.formats.images import decode_all
+from bn_nerf.nerf.data.extent import BLENDER_EXTENT
+from bn_nerf.nerf.data.formats.checks import finite_matrix, read_json
+from bn_nerf.nerf.data.formats.images import decode_all
 
 SPLITS = ("train", "val", "test")
 # What ns-train reads: the training split and, for its evaluations during training, the val split.

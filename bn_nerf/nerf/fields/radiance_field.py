@@ -3,12 +3,12 @@
 Both fields have vanilla NeRF's shape: position features -> trunk -> density, and trunk features +
 encoded view direction -> colour network -> RGB. They differ only in the position features:
   - NeRF: NeRF's positional encoding of the raw position (exactly nerfstudio's vanilla-nerf encoding).
-  - DINER: one learnable table of features on a grid over the scene box (bn_nerf.nerf.tables: dense
-    when it fits its budget, hashed otherwise), read at the position normalized to the box; space
-    outside the box is empty.
+  - DINER: one learnable table of features on a grid over the scene box (tables.py: dense when it
+    fits its budget, hashed otherwise), read at the position normalized to the box; space outside
+    the box is empty.
 For a capture whose background reaches past the box, both read positions through the scene's
-contraction (bn_nerf.nerf.contraction): the DINER table then covers the contracted cube, and NeRF's
-encoding sees contracted positions, as mip-NeRF 360 encodes them.
+contraction (bn_nerf.nerf.model_components.contraction): the DINER table then covers the
+contracted cube, and NeRF's encoding sees contracted positions, as mip-NeRF 360 encodes them.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from nerfstudio.field_components.field_heads import DensityFieldHead, FieldHeadN
 from nerfstudio.fields.base_field import Field
 
 from bn_nerf.io.errors import InputError
-from bn_nerf.nerf.contraction import Contraction
-from bn_nerf.nerf.tables import FeatureTable, Implementation
+from bn_nerf.nerf.fields.tables import FeatureTable, Implementation
+from bn_nerf.nerf.model_components.contraction import Contraction
 from bn_nerf.networks import build_network
 
 Normalization = Literal["batch", "none"]

@@ -19,11 +19,11 @@ import numpy as np
 from nerfstudio.cameras.cameras import CameraType
 
 from bn_nerf.io.errors import InputError
-from bn_nerf.nerf.extent import Pinholes
-from bn_nerf.nerf.formats.checks import check_pinhole
-from bn_nerf.nerf.formats.frames import CaptureFrames
-from bn_nerf.nerf.formats.images import (MAX_AUTO_RESOLUTION, decode_all, downscale_factor_to_read,
-                                         make_missing_downscaled)
+from bn_nerf.nerf.data.extent import Pinholes
+from bn_nerf.nerf.data.formats.checks import check_pinhole
+from bn_nerf.nerf.data.formats.frames import CaptureFrames
+from bn_nerf.nerf.data.formats.images import (MAX_AUTO_RESOLUTION, decode_all, downscale_factor_to_read,
+                                              make_missing_downscaled)
 
 POSES_BOUNDS = "poses_bounds.npy"
 IMAGES = "images"

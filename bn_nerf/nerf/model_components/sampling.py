@@ -12,7 +12,7 @@ marching runs in torch. So a checkpoint trained on a GPU renders on a laptop, an
 is the one interface the model sees.
 
 For a capture whose background reaches past the scene box the grid covers contracted space instead
-(bn_nerf.nerf.contraction: the box at full resolution, all of space beyond it in a shell): rays are
+(contraction.py: the box at full resolution, all of space beyond it in a shell): rays are
 marched at the fixed step inside the box and then at a fixed step of the *contracted* coordinate
 across the shell -- samples ever further apart in the world, evenly spread in disparity, as mip-NeRF
 360 and nerfacto space theirs -- and a sample is kept when the cell holding its contracted midpoint
@@ -33,9 +33,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from bn_nerf.nerf.contraction import Contraction
-from bn_nerf.nerf.distributed import (agree_random_states, copy_from_first_process, evaluated_in_shares,
-                                      random_states_agree, world_size)
+from bn_nerf.nerf.distributed.processes import (agree_random_states, copy_from_first_process, evaluated_in_shares,
+                                                random_states_agree, world_size)
+from bn_nerf.nerf.model_components.contraction import Contraction
 
 logger = logging.getLogger(__name__)
 

@@ -2,13 +2,14 @@
 layer 4, view-dependent colour head) with BatchNorm in its MLPs -- rendered by either of two samplers:
 
   occupancy     (default) one field, rendered through an occupancy grid that drops the samples of empty
-                cells before the MLP runs, as nerfacc renders its MLP NeRF (bn_nerf.nerf.grid_model):
+                cells before the MLP runs, as nerfacc renders its MLP NeRF (grid_model.py):
                 the MLP sees a few dozen samples a ray where the scene is, instead of 192 spread along
                 it. BN's batch statistics span exactly the rendered samples.
   hierarchical  nerfstudio's vanilla-nerf: coarse and fine fields, uniform then importance sampling,
                 the same losses and renderers. With normalization "none" this is vanilla-nerf itself.
 
-Both samplers build their fields with bn_nerf.nerf.fields, so BN on and off differ by the switch alone.
+Both samplers build their fields with bn_nerf.nerf.fields.radiance_field, so BN on and off differ by
+the switch alone.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from nerfstudio.models.base_model import Model
 from nerfstudio.models.vanilla_nerf import NeRFModel, VanillaModelConfig
 from nerfstudio.utils import colormaps
 
-from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin, BatchNormOptions, training_interval_collider
-from bn_nerf.nerf.contraction import Contraction
-from bn_nerf.nerf.fields import NormalizedRadianceField, make_nerf_field
-from bn_nerf.nerf.grid_model import OccupancyGridModel, OccupancyGridOptions
-from bn_nerf.nerf.metrics import image_metrics
+from bn_nerf.nerf.fields.radiance_field import NormalizedRadianceField, make_nerf_field
+from bn_nerf.nerf.model_components.contraction import Contraction
+from bn_nerf.nerf.model_components.metrics import image_metrics
+from bn_nerf.nerf.models.batchnorm_model import BatchNormModelMixin, BatchNormOptions, training_interval_collider
+from bn_nerf.nerf.models.grid_model import OccupancyGridModel, OccupancyGridOptions
 from bn_nerf.networks import reestimate_batchnorm
 
 Sampler = Literal["occupancy", "hierarchical"]

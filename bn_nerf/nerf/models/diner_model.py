@@ -1,8 +1,8 @@
 """bn-diner: DINER's field (a learnable table in front of a small BN MLP) rendered with empty-space
-skipping, as instant-ngp renders its hash grid (bn_nerf.nerf.grid_model).
+skipping, as instant-ngp renders its hash grid (grid_model.py).
 
 The table is dense (one entry per vertex) when it fits its budget and hashed otherwise, in torch or
-through tiny-cuda-nn (bn_nerf.nerf.tables); an optional total-variation prior on a dense table keeps
+through tiny-cuda-nn (bn_nerf.nerf.fields.tables); an optional total-variation prior on a dense table keeps
 the few views of a CPU run from fitting floaters.
 """
 
@@ -17,10 +17,10 @@ from torch.nn import Parameter
 from nerfstudio.models.base_model import ModelConfig
 
 from bn_nerf.io.errors import InputError
-from bn_nerf.nerf.batchnorm_model import BatchNormOptions
-from bn_nerf.nerf.fields import NormalizedRadianceField, make_diner_field
-from bn_nerf.nerf.grid_model import OccupancyGridModel, OccupancyGridOptions
-from bn_nerf.nerf.tables import Implementation
+from bn_nerf.nerf.fields.radiance_field import NormalizedRadianceField, make_diner_field
+from bn_nerf.nerf.fields.tables import Implementation
+from bn_nerf.nerf.models.batchnorm_model import BatchNormOptions
+from bn_nerf.nerf.models.grid_model import OccupancyGridModel, OccupancyGridOptions
 
 # Side of the random table block of a step's smoothness estimate (40^3: 64,000 vertices).
 SMOOTHNESS_BLOCK = 40

@@ -1,6 +1,6 @@
 """The embedded scene as a real capture: the checkered sphere on its gridded slab (scene.py) inside a
 textured far background, photographed without alpha and written in the formats real captures come
-in, so that the capture readers (bn_nerf.nerf.formats) and scene contraction can be tested without
+in, so that the capture readers (bn_nerf.nerf.data.formats) and scene contraction can be tested without
 a download:
 
   nerfstudio  transforms.json as ns-process-data and instant-ngp's colmap2nerf.py write it: shared
@@ -31,7 +31,7 @@ from scipy.spatial.transform import Rotation
 from nerfstudio.cameras import camera_utils
 from nerfstudio.cameras.cameras import Cameras, CameraType
 
-from bn_nerf.nerf.scene import (
+from bn_nerf.nerf.data.scene import (
     SLAB_MAX,
     SLAB_MIN,
     SPHERE_CENTRE,

@@ -23,10 +23,10 @@ from nerfstudio.cameras.cameras import CAMERA_MODEL_TO_TYPE, CameraType
 from nerfstudio.data.utils.dataparsers_utils import get_train_eval_split_fraction
 
 from bn_nerf.io.errors import InputError
-from bn_nerf.nerf.extent import Pinholes
-from bn_nerf.nerf.formats.checks import check_image_size, check_pinhole, finite_matrix, is_number, read_json
-from bn_nerf.nerf.formats.frames import CaptureFrames
-from bn_nerf.nerf.formats.images import (
+from bn_nerf.nerf.data.extent import Pinholes
+from bn_nerf.nerf.data.formats.checks import check_image_size, check_pinhole, finite_matrix, is_number, read_json
+from bn_nerf.nerf.data.formats.frames import CaptureFrames
+from bn_nerf.nerf.data.formats.images import (
     MASK_MODES,
     MAX_AUTO_RESOLUTION,
     decode_all,

@@ -21,7 +21,7 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
-from bn_nerf.nerf.trainer import BatchNormTrainer, BatchNormTrainerConfig
+from bn_nerf.nerf.engine.trainer import BatchNormTrainer, BatchNormTrainerConfig
 
 
 def method_config(method: str) -> TrainerConfig:

@@ -23,11 +23,12 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from bn_nerf.io.errors import InputError, exiting_on_input_error
-from bn_nerf.nerf.extent import Normalization, normalize_capture
-from bn_nerf.nerf.formats.blender import TRAINING_SPLITS, CheckedBlender, CheckedBlenderDataParserConfig, check_blender_scene
-from bn_nerf.nerf.formats.detect import CAPTURE_READERS, detect_format
-from bn_nerf.nerf.formats.frames import CaptureFrames
-from bn_nerf.nerf.formats.images import MAX_AUTO_RESOLUTION
+from bn_nerf.nerf.data.extent import Normalization, normalize_capture
+from bn_nerf.nerf.data.formats.blender import (TRAINING_SPLITS, CheckedBlender, CheckedBlenderDataParserConfig,
+                                              check_blender_scene)
+from bn_nerf.nerf.data.formats.detect import CAPTURE_READERS, detect_format
+from bn_nerf.nerf.data.formats.frames import CaptureFrames
+from bn_nerf.nerf.data.formats.images import MAX_AUTO_RESOLUTION
 from bn_nerf.runtime import available_memory_bytes
 
 

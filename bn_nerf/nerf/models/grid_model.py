@@ -2,21 +2,20 @@
 the model of bn-diner (a table in front of a small MLP) and of bn-nerf's occupancy sampler (NeRF's
 own MLP field).
 
-Per ray batch: the occupancy grid (bn_nerf.nerf.sampling) marches every ray at a fixed step through
-the scene box and keeps the samples in occupied cells; only those reach the field, so BatchNorm's
-batch statistics span exactly the samples that are rendered. Densities become weights by volume
-rendering of the packed samples; colour is composited on the background. The grid is refreshed from
-the field's own density during training; it reads that density in eval mode (running statistics),
-so a grid update never feeds BatchNorm a batch of grid points.
+Per ray batch: the occupancy grid (bn_nerf.nerf.model_components.sampling) marches every ray at a
+fixed step through the scene box and keeps the samples in occupied cells; only those reach the
+field, so BatchNorm's batch statistics span exactly the samples that are rendered. Densities become
+weights by volume rendering of the packed samples; colour is composited on the background. The grid
+is refreshed from the field's own density during training; it reads that density in eval mode
+(running statistics), so a grid update never feeds BatchNorm a batch of grid points.
 
-The scene's extent comes from the dataparser (`metadata["scene_extent"]`, bn_nerf.nerf.extent): a
-bounded scene (Blender: images with alpha) is rendered inside its box; a capture whose background
-reaches past it is contracted (bn_nerf.nerf.contraction), the grid and the field both covering the
-contracted cube, and its near/far planes are the data's.
+The scene's extent comes from the dataparser (`metadata["scene_extent"]`, bn_nerf.nerf.data.extent):
+a bounded scene (Blender: images with alpha) is rendered inside its box; a capture whose background
+reaches past it is contracted (bn_nerf.nerf.model_components.contraction), the grid and the field
+both covering the contracted cube, and its near/far planes are the data's.
 
-BatchNorm semantics as bn_nerf.nerf.batchnorm_model says: batch statistics while training, running
-statistics in ns-eval, ns-render and the viewer, re-estimated from training rays before every
-checkpoint.
+BatchNorm semantics as batchnorm_model.py says: batch statistics while training, running statistics
+in ns-eval, ns-render and the viewer, re-estimated from training rays before every checkpoint.
 """
 
 from __future__ import annotations
@@ -41,14 +40,14 @@ from nerfstudio.models.base_model import Model
 from nerfstudio.utils import colormaps
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin, training_interval_collider
-from bn_nerf.nerf.contraction import Contraction
-from bn_nerf.nerf.distributed import sum_over_processes
-from bn_nerf.nerf.fields import NormalizedRadianceField
-from bn_nerf.nerf.health import TrainingHealth
-from bn_nerf.nerf.metrics import image_metrics, psnr
-from bn_nerf.nerf.sampling import (OccupancyGrid, OccupancyGridSettings, PackedSamples, composite_front_to_back,
-                                   packed_weights)
+from bn_nerf.nerf.distributed.processes import sum_over_processes
+from bn_nerf.nerf.fields.radiance_field import NormalizedRadianceField
+from bn_nerf.nerf.model_components.contraction import Contraction
+from bn_nerf.nerf.model_components.health import TrainingHealth
+from bn_nerf.nerf.model_components.metrics import image_metrics, psnr
+from bn_nerf.nerf.model_components.sampling import (OccupancyGrid, OccupancyGridSettings, PackedSamples,
+                                                    composite_front_to_back, packed_weights)
+from bn_nerf.nerf.models.batchnorm_model import BatchNormModelMixin, training_interval_collider
 from bn_nerf.networks import reestimate_batchnorm
 
 logger = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ class OccupancyGridModel(BatchNormModelMixin, Model):
     """The method's name in what the model prints."""
     packs_samples = True
     """A ray gets as many samples as it crosses occupied cells, counted in `num_samples_per_batch`:
-    bn_nerf.nerf.pipelines sizes the ray count of a step by them."""
+    bn_nerf.nerf.engine.pipelines sizes the ray count of a step by them."""
 
     @abc.abstractmethod
     def make_field(self) -> NormalizedRadianceField:

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Callable, Literal, Optional
 
 from bn_nerf.io.errors import InputError
-from bn_nerf.nerf.formats.colmap import find_model, read_colmap
-from bn_nerf.nerf.formats.frames import CaptureFrames
-from bn_nerf.nerf.formats.llff import POSES_BOUNDS, read_llff
-from bn_nerf.nerf.formats.transforms import TRANSFORMS, read_transforms
+from bn_nerf.nerf.data.formats.colmap import find_model, read_colmap
+from bn_nerf.nerf.data.formats.frames import CaptureFrames
+from bn_nerf.nerf.data.formats.llff import POSES_BOUNDS, read_llff
+from bn_nerf.nerf.data.formats.transforms import TRANSFORMS, read_transforms
 
 SceneFormat = Literal["blender", "nerfstudio", "colmap", "llff"]
 # (folder, --downscale-factor or None, the longest side read without one) -> the capture's frames

@@ -134,7 +134,7 @@ def render_view(pose: np.ndarray, size: int, width: int | None = None) -> np.nda
 def trace_object(origins: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distance along each unit-direction ray to its first hit on the sphere or the slab (inf where it
     misses both) and the colour shaded there as render_view shades it (zero where it misses); for
-    renders of the scene other than the Blender one (bn_nerf.nerf.capture)."""
+    renders of the scene other than the Blender one (bn_nerf.nerf.data.capture)."""
     t_sphere = _hit_sphere(origins, directions)
     t_slab = _hit_slab(origins, directions)
     on_sphere = np.isfinite(t_sphere) & (t_sphere <= t_slab)

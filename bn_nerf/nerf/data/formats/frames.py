@@ -15,7 +15,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
 
 from bn_nerf.io.errors import InputError
-from bn_nerf.nerf.extent import Normalization, Pinholes
+from bn_nerf.nerf.data.extent import Normalization, Pinholes
 
 
 @dataclass

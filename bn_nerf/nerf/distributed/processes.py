@@ -1,4 +1,4 @@
-"""NeRF training on several processes (bn_nerf.nerf.launch starts them): what makes W processes
+"""NeRF training on several processes (bn_nerf.nerf.engine.launch starts them): what makes W processes
 train the method one process trains (BatchNorm's part is bn_nerf.networks.norms):
   - the random states agree (`keep_random_states_agreeing`, when the pipeline is built, and
     `agree_random_states` before each draw that must): the model starts identical, every process
@@ -8,8 +8,9 @@ train the method one process trains (BatchNorm's part is bn_nerf.networks.norms)
     (W x its rays / all rays: 1 when the count divides evenly), so that DistributedDataParallel's
     average of the gradients is the gradient of the mean over all rays;
   - the occupancy grid's refreshes agree: every process draws the same cells and evaluates the
-    density at its share of them (`evaluated_in_shares`, called by bn_nerf.nerf.sampling; under a
-    pipeline that does not align the random states, each refreshes alone and takes the first's grid);
+    density at its share of them (`evaluated_in_shares`, called by
+    bn_nerf.nerf.model_components.sampling; under a pipeline that does not align the random states,
+    each refreshes alone and takes the first's grid);
   - BatchNorm's running statistics are the group's, and the re-estimation before a checkpoint
     calibrates on the union of the processes' rays (`next_train_share` of the calibration batch);
   - the first process alone writes checkpoints and logs (nerfstudio's rule), so a resume, on any

@@ -29,9 +29,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
 
 from bn_nerf.io.errors import exiting_on_input_error
-from bn_nerf.nerf.batchnorm_model import BatchNormModelMixin
-from bn_nerf.nerf.dataparser import CHECKED_PARSERS, exit_on_bad_scene
-from bn_nerf.nerf.distributed import next_train_share, threads_per_process
+from bn_nerf.nerf.data.dataparser import CHECKED_PARSERS, exit_on_bad_scene
+from bn_nerf.nerf.distributed.processes import next_train_share, threads_per_process
+from bn_nerf.nerf.models.batchnorm_model import BatchNormModelMixin
 from bn_nerf.runtime import choose_threads, keep_freed_memory, return_freed_memory
 
 

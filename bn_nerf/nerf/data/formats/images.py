@@ -1,8 +1,8 @@
 """Images as nerfstudio's dataset will read them, for every format's check: each decoded completely
 (a truncated file fails only there, not at its header), in a thread pool (Pillow decodes without the
 GIL), and once per process: a decoded file is remembered by its path, size and modification time,
-so the check ns-train makes before it writes a run folder (trainer.py) and the parser's own reading
-of each split afterwards decode each image once between them.
+so the check ns-train makes before it writes a run folder (bn_nerf.nerf.engine.trainer) and the
+parser's own reading of each split afterwards decode each image once between them.
 
 Also the downscaled copies a capture is read at (images_N/, `--downscale-factor N`): where one is
 missing it is made here with Pillow, since nerfstudio's parsers would call ffmpeg, which may be

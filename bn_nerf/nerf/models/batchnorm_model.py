@@ -8,7 +8,7 @@ BatchNorm semantics:
   - eval (ns-eval, ns-render, the viewer): running statistics;
   - checkpoints: before one is written the running statistics are replaced by the exact statistics
     of one large batch of training rays under the final weights (`reestimate_batchnorm_statistics`,
-    called by bn_nerf.nerf.trainer), because exponential running averages lag weights that move fast.
+    called by bn_nerf.nerf.engine.trainer), because exponential running averages lag weights that move fast.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.model_components.scene_colliders import NearFarCollider
 
-from bn_nerf.nerf.fields import Normalization, NormPlacement
+from bn_nerf.nerf.fields.radiance_field import Normalization, NormPlacement
 from bn_nerf.networks import convert_to_sync_batchnorm
 from bn_nerf.networks.norms import batchnorm_layers, synchronize_batchnorm
 
@@ -56,7 +56,8 @@ def training_interval_collider(collider_params: Dict[str, float]) -> NearFarColl
 
 class BatchNormModelMixin(abc.ABC):
     """What every plugin model adds to a nerfstudio Model for BatchNorm: statistics synced across
-    processes and running statistics re-estimated from training rays (called by bn_nerf.nerf.trainer)."""
+    processes and running statistics re-estimated from training rays (called by
+    bn_nerf.nerf.engine.trainer)."""
 
     @property
     def has_batchnorm(self) -> bool:
