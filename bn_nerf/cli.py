@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mri": ("bn_nerf.tasks.mri", "reconstruct a volume from sampled 3D Fourier coefficients"),
     "occupancy": ("bn_nerf.tasks.occupancy", "fit a mesh's occupancy and extract a surface"),
     "ntk": ("bn_nerf.analysis.ntk_command", "empirical NTK spectra, width sweeps and the 1D spectral-bias demo"),
-    "encode": ("bn_nerf.codec.encode", "fit a network to an image and write it as a compressed file (.bnr)"),
+    "encode": ("bn_nerf.tasks.encode", "fit a network to an image and write it as a compressed file (.bnr)"),
     "decode": ("bn_nerf.codec.decode", "decode a .bnr file to a PNG (no training code)"),
     "sweep": ("bn_nerf.sweep.command", "run a Table 1 grid (tasks x methods x sizes x seeds) on Ray or a local process pool and write the table"),
 }

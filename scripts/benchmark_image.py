@@ -44,11 +44,12 @@ from torch import nn
 
 from bn_nerf import build_network, fold_normalization, reestimate_batchnorm
 from bn_nerf.networks import PRESETS
+from bn_nerf.networks.coordinates import pixel_coordinates
 from bn_nerf.networks.encodings import PositionalEncoding
 from bn_nerf.networks.fused import batchnorm_then_linear, linear
 from bn_nerf.networks.matmul import matmul_transposed
 from bn_nerf.tasks.arguments import paper_learning_rate
-from bn_nerf.tasks.image import PAPER_DEFAULTS, ImageTask, pixel_coordinates
+from bn_nerf.tasks.image import PAPER_DEFAULTS, ImageTask
 from bn_nerf.runtime import cpu_model, keep_freed_memory
 from bn_nerf.tasks.trainer import RunSpec, TrainConfig, fit
 

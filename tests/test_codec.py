@@ -23,7 +23,7 @@ from skimage.transform import resize
 from bn_nerf.cli import main
 from bn_nerf.codec.compress import AUTO_BITS_PSNR_LOSS, encode_network, psnr_uint8
 from bn_nerf.codec.decode import read_coded_image, render
-from bn_nerf.codec.encode import fine_tune_quantized
+from bn_nerf.tasks.encode import fine_tune_quantized
 from bn_nerf.codec.format import FORMAT_VERSION, MAGIC
 from bn_nerf.codec.quantize import dequantize, equalize_channel_ranges, quantization_step, quantize
 from bn_nerf.networks import build_network, fold_normalization

@@ -16,8 +16,8 @@ from bn_nerf.codec.entropy import LAPLACE, TensorModel, decode_tensors, encode_t
 from bn_nerf.codec.format import MAX_SIDE, CodedImage, header_size, pack
 from bn_nerf.codec.quantize import BIT_DEPTHS, equalize_channel_ranges, quantization_step, quantize
 from bn_nerf.io.errors import InputError
+from bn_nerf.metrics import psnr_from_mse
 from bn_nerf.networks import NetworkConfig, build_from_config
-from bn_nerf.tasks.metrics import psnr_from_mse
 
 # `--bits auto`: the fewest bits whose decoded image is at most this many dB below the unquantized
 # folded network's. Each bit halves the step, so the weights' quantization noise falls about 4x per

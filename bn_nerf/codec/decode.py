@@ -1,7 +1,7 @@
 """`bn-inr decode FILE.bnr OUT.png`: read a coded image, rebuild its network, render the pixels.
 
 Imports no training code: the network comes from `bn_nerf.networks` (the one module that builds
-networks), the pixel grid from `bn_nerf.tasks.coordinates`.
+networks), the pixel grid from `bn_nerf.networks.coordinates`.
 
 Determinism: the render runs in float32 on one thread, in fixed chunks of pixels, so a file gives
 the same PNG whatever thread count the process has. Measured (2-core AMD EPYC): one float32 pass at
@@ -29,7 +29,7 @@ from bn_nerf.codec.quantize import dequantize
 from bn_nerf.io.errors import InputError
 from bn_nerf.io.images import require_file, require_output_folder
 from bn_nerf.networks import build_from_config
-from bn_nerf.tasks.coordinates import pixel_coordinates
+from bn_nerf.networks.coordinates import pixel_coordinates
 
 # Coordinates are 2D pixel positions.
 IN_DIM = 2

@@ -29,8 +29,8 @@ from bn_nerf.operators.radon import ParallelBeamProjector
 from bn_nerf.io.plots import save_error_map
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
-from bn_nerf.tasks.metrics import psnr_from_mse
-from bn_nerf.tasks.coordinates import FixedCoordinates, grid_coordinates
+from bn_nerf.metrics import psnr_from_mse
+from bn_nerf.networks.coordinates import FixedCoordinates, grid_coordinates
 from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
 PAPER_DEFAULTS = PaperDefaults(depth=4, width=256, iterations=20_000, learning_rate=5e-4, method="bn+pe",

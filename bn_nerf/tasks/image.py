@@ -30,8 +30,8 @@ from bn_nerf.networks import fold_normalization, stored_value_count
 from bn_nerf.io.plots import save_error_map, save_rate_distortion_plot, save_spectra
 from bn_nerf.tasks.arguments import PaperDefaults
 from bn_nerf.tasks.base import Task
-from bn_nerf.tasks.coordinates import FixedCoordinates, pixel_coordinates
-from bn_nerf.tasks.metrics import psnr_from_mse
+from bn_nerf.networks.coordinates import FixedCoordinates, pixel_coordinates
+from bn_nerf.metrics import psnr_from_mse
 from bn_nerf.tasks.runs import add_task_arguments, fit_runs, plan_runs, positive
 
 PAPER_DEFAULTS = PaperDefaults(depth=10, width=28, iterations=50_000, learning_rate=2e-4,

@@ -1,4 +1,5 @@
-"""The fixed coordinates a task evaluates its network on, again and again."""
+"""The fixed coordinates a network is evaluated on again and again: a task's grid, whose encoding is
+computed once per network, and the pixel grid the image task and the codec's decoder share."""
 
 from __future__ import annotations
 
