@@ -1,7 +1,8 @@
 """The nerfstudio plugin: bn-nerf and bn-diner. Its sub-packages follow the data, as nerfstudio's do:
 data/ (a scene read from its folder) -> model_components/ (rays into samples) -> fields/ -> models/
--> engine/ (pipelines, trainer), with distributed/ beneath the last three; method_configs.py (the
-registered methods) and demo.py (`bn-nerf-demo`) on top. Imports run down this list only."""
+-> engine/ (pipelines, trainer), with distributed/ beneath the samplers, models and engine, which
+all use it; method_configs.py (the registered methods) and demo.py (`bn-nerf-demo`) on top. Each
+imports only those before it (tests/test_layout.py)."""
 
 import importlib
 import importlib.abc
