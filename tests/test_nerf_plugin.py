@@ -429,9 +429,16 @@ def test_checkpoint_carries_the_batch_statistics_of_the_training_rays(trained, m
 
     handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
     try:
-        # One batch of all training rays, samples placed as in eval mode.
+        # One batch of all training rays, samples placed as in eval mode. A grid model's eval-mode
+        # rendering goes front to back in rounds, each a batch of its own: its samples are marched and
+        # sent through the field in one batch here.
         with batchnorm_alone_in_train_mode(model):
-            model(rays)
+            if model_options["sampler"] == "occupancy":
+                collided = model.collider(rays)
+                samples, _ = model.march(collided, stratified=False)
+                model.field(model.ray_samples(collided, samples))
+            else:
+                model(rays)
     finally:
         for handle in handles:
             handle.remove()
