@@ -29,6 +29,7 @@ nerfstudio's plain pipeline.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Type
 
@@ -42,6 +43,16 @@ from nerfstudio.pipelines.dynamic_batch import DynamicBatchPipeline, DynamicBatc
 
 from bn_nerf.nerf.distributed.processes import (keep_random_states_agreeing, next_train_share, share_bounds,
                                                 sum_over_processes)
+
+
+# DDP without its broadcast of every buffer before each forward. torch 2.14 renamed the switch and
+# warns (FutureWarning) on the old name; the new one still syncs buffers once, at construction, which
+# changes nothing here: every process builds its model from the same random state.
+NO_BUFFER_BROADCAST_EACH_FORWARD = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 @dataclass
@@ -67,7 +78,7 @@ class GlobalBatchPipeline(VanillaPipeline):
         if world_size > 1:
             cuda = torch.device(device).type == "cuda"
             self._model = DistributedDataParallel(self._model, device_ids=[local_rank] if cuda else None,
-                                                  find_unused_parameters=True, broadcast_buffers=False)
+                                                  find_unused_parameters=True, **NO_BUFFER_BROADCAST_EACH_FORWARD)
             self.set_train_rays(self.datamanager.config.train_num_rays_per_batch)
 
     @property
