@@ -41,9 +41,9 @@ class BatchNormTrainerConfig(TrainerConfig):
     return_memory_every: int = 10
     """Training steps between returns of freed memory to the system. Kept freed memory (see `setup`)
     fragments: a step's tensors change size with its ray and sample counts, so a block freed by one
-    step rarely fits the next one's, and the heap grew without bound (fox at 270x480, bn-diner-cpu:
-    4.5 GB by step 300); returned every 10 steps it stayed under 2.9 GB at the same speed
-    (BENCHMARKS.md "Memory")."""
+    step rarely fits the next one's, and the heap kept growing (fox at 270x480, bn-diner-cpu: a
+    4.52 GB peak by step 300); returned every 10 steps, the peak was 3.37 GB at the same speed
+    (BENCHMARKS.md "Memory and rendering at a phone's resolution")."""
     threads: Optional[int] = None
     """CPU threads for torch on a CPU run (default: every usable core, unless a short probe measures one
     thread clearly faster; OMP_NUM_THREADS caps it). Runs to be compared should all set the same count."""
