@@ -279,8 +279,7 @@ def composite_front_to_back(samples: PackedSamples, num_rays: int, field_at: Fie
     while True:
         # The next round's samples of each visible ray with samples left: the packed positions from
         # first_of_ray + taken on, at most samples_per_round of them, rays in order.
-        left = counts[rays] - taken
-        rays = rays[left > 0]
+        rays = rays[counts[rays] > taken]
         if min_transmittance > 0:
             rays = rays[torch.exp(-optical_depth[rays]) >= min_transmittance]
         if len(rays) == 0:
